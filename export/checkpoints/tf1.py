@@ -1,0 +1,82 @@
+"""Reader for the original google-research BERT checkpoint (TF1, name-based: `bert/...`)."""
+
+from __future__ import annotations
+
+import re
+
+
+from export.checkpoints.base import SourceTensor
+from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
+
+_EMBEDDINGS = {
+    "bert/embeddings/word_embeddings": "embeddings/word",
+    "bert/embeddings/position_embeddings": "embeddings/position",
+    "bert/embeddings/token_type_embeddings": "embeddings/type",
+    "bert/embeddings/LayerNorm/gamma": "embeddings/ln/gamma",
+    "bert/embeddings/LayerNorm/beta": "embeddings/ln/beta",
+    "bert/pooler/dense/kernel": "pooler/kernel",
+    "bert/pooler/dense/bias": "pooler/bias",
+}
+_LAYER = re.compile(r"^bert/encoder/layer_(\d+)/(.+)$")
+_LAYER_SUFFIXES = {
+    "attention/self/query/kernel": "attention/query/kernel",
+    "attention/self/query/bias": "attention/query/bias",
+    "attention/self/key/kernel": "attention/key/kernel",
+    "attention/self/key/bias": "attention/key/bias",
+    "attention/self/value/kernel": "attention/value/kernel",
+    "attention/self/value/bias": "attention/value/bias",
+    "attention/output/dense/kernel": "attention/output/kernel",
+    "attention/output/dense/bias": "attention/output/bias",
+    "attention/output/LayerNorm/gamma": "attention/ln/gamma",
+    "attention/output/LayerNorm/beta": "attention/ln/beta",
+    "intermediate/dense/kernel": "intermediate/kernel",
+    "intermediate/dense/bias": "intermediate/bias",
+    "output/dense/kernel": "output/kernel",
+    "output/dense/bias": "output/bias",
+    "output/LayerNorm/gamma": "output/ln/gamma",
+    "output/LayerNorm/beta": "output/ln/beta",
+}
+# Present in real checkpoints, not part of the encoder: optimizer slots, the step counter, the
+# pretraining heads (cls/...) and run_classifier's task head.
+_SKIPPED = re.compile(r"(^global_step$|/adam_[mv]$|^cls/|^output_weights$|^output_bias$|^good_steps$|^loss_scale$)")
+
+
+def google_name(canonical: str) -> str:
+    """The google-research variable name of a canonical weight."""
+    for source, name in _EMBEDDINGS.items():
+        if name == canonical:
+            return source
+    layer, _, suffix = canonical.partition("/")
+    for source, name in _LAYER_SUFFIXES.items():
+        if name == suffix:
+            return f"bert/encoder/{layer}/{source}"
+    raise KeyError(canonical)
+
+
+def looks_like_tf1(names: list[str]) -> bool:
+    return any(name.startswith("bert/") for name in names)
+
+
+class TF1CheckpointReader(TFCheckpointReader):
+    format_name = "tf1"
+    description = "google-research BERT (TF1 name-based checkpoint)"
+
+    def source_name_for(self, canonical_name: str) -> str:
+        return google_name(canonical_name)
+
+    def __init__(self, files: TFCheckpointFiles):
+        super().__init__(files)
+        layers: set[int] = set()
+        for name, shape in sorted(files.shapes.items()):
+            if _SKIPPED.search(name):
+                continue
+            canonical = _EMBEDDINGS.get(name)
+            match = _LAYER.match(name)
+            if match and match.group(2) in _LAYER_SUFFIXES:
+                layers.add(int(match.group(1)))
+                canonical = f"layer_{int(match.group(1))}/{_LAYER_SUFFIXES[match.group(2)]}"
+            if canonical is None:
+                self.unexpected.append(name)
+            else:
+                self.tensors[canonical] = SourceTensor(name, shape)
+        self.num_layers = max(layers) + 1 if layers else 0

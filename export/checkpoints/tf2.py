@@ -1,0 +1,147 @@
+"""Reader for tf-models-official TF2 object-based checkpoints of `BertEncoder` / `BertEncoderV2`.
+
+Saved as `tf.train.Checkpoint(encoder=...)` (older ones: `model=`). Two layouts exist: the
+subclassed `BertEncoderV2` names its sublayers (`_embedding_layer`, `_transformer_layers/3/...`);
+the functional `BertEncoder` (what tf-models' TF1->TF2 converter writes) numbers them
+(`layer_with_weights-N`: word, position, type embeddings, embedding LayerNorm, the transformer
+layers, then the pooler).
+"""
+
+from __future__ import annotations
+
+import re
+
+from export.checkpoints.base import KEEP, MERGE_ALL, MERGE_LEADING, MERGE_TRAILING, SourceTensor
+from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
+
+_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+_ROOTS = ("encoder", "model")
+_NAMED_TOP = {
+    "_embedding_layer/embeddings": "embeddings/word",
+    "_position_embedding_layer/embeddings": "embeddings/position",
+    "_type_embedding_layer/embeddings": "embeddings/type",
+    "_embedding_norm_layer/gamma": "embeddings/ln/gamma",
+    "_embedding_norm_layer/beta": "embeddings/ln/beta",
+    "_pooler_layer/kernel": "pooler/kernel",
+    "_pooler_layer/bias": "pooler/bias",
+}
+_NUMBERED_TOP = {  # functional BertEncoder: index of layer_with_weights-N -> names
+    0: {"embeddings": "embeddings/word"},
+    1: {"embeddings": "embeddings/position"},
+    2: {"embeddings": "embeddings/type"},
+    3: {"gamma": "embeddings/ln/gamma", "beta": "embeddings/ln/beta"},
+}
+_LAYER_SUFFIXES = {
+    "_attention_layer/_query_dense/kernel": ("attention/query/kernel", MERGE_TRAILING),
+    "_attention_layer/_query_dense/bias": ("attention/query/bias", MERGE_ALL),
+    "_attention_layer/_key_dense/kernel": ("attention/key/kernel", MERGE_TRAILING),
+    "_attention_layer/_key_dense/bias": ("attention/key/bias", MERGE_ALL),
+    "_attention_layer/_value_dense/kernel": ("attention/value/kernel", MERGE_TRAILING),
+    "_attention_layer/_value_dense/bias": ("attention/value/bias", MERGE_ALL),
+    "_attention_layer/_output_dense/kernel": ("attention/output/kernel", MERGE_LEADING),
+    "_attention_layer/_output_dense/bias": ("attention/output/bias", KEEP),
+    "_attention_layer_norm/gamma": ("attention/ln/gamma", KEEP),
+    "_attention_layer_norm/beta": ("attention/ln/beta", KEEP),
+    "_intermediate_dense/kernel": ("intermediate/kernel", KEEP),
+    "_intermediate_dense/bias": ("intermediate/bias", KEEP),
+    "_output_dense/kernel": ("output/kernel", KEEP),
+    "_output_dense/bias": ("output/bias", KEEP),
+    "_output_layer_norm/gamma": ("output/ln/gamma", KEEP),
+    "_output_layer_norm/beta": ("output/ln/beta", KEEP),
+}
+_NAMED_LAYER = re.compile(r"^_transformer_layers/(\d+)/(.+)$")
+_NUMBERED = re.compile(r"^layer_with_weights-(\d+)/(.+)$")
+_SKIPPED = re.compile(r"(^_CHECKPOINTABLE_OBJECT_GRAPH$|^save_counter/|/\.OPTIMIZER_SLOT/|^optimizer/)")
+
+
+def _encoder_root(names: list[str]) -> str | None:
+    for root in _ROOTS:
+        if any(n.startswith(root + "/") and n.endswith(_SUFFIX) for n in names):
+            return root
+    return None
+
+
+def looks_like_tf2(names: list[str]) -> bool:
+    return _encoder_root(names) is not None
+
+
+class TF2CheckpointReader(TFCheckpointReader):
+    format_name = "tf2"
+    description = "tf-models-official BertEncoder (TF2 object-based checkpoint)"
+
+    def __init__(self, files: TFCheckpointFiles):
+        super().__init__(files)
+        root = _encoder_root(list(files.shapes))
+        entries: dict[str, tuple[str, tuple[int, ...]]] = {}  # path inside the encoder -> (name, shape)
+        for name, shape in sorted(files.shapes.items()):
+            if _SKIPPED.search(name):
+                continue
+            if name.startswith(root + "/") and name.endswith(_SUFFIX):
+                entries[name[len(root) + 1: -len(_SUFFIX)]] = (name, shape)
+            else:
+                self.unexpected.append(name)
+        numbered = any(_NUMBERED.match(path) for path in entries)
+        layers = self._map_numbered(entries) if numbered else self._map_named(entries)
+        self.num_layers = max(layers) + 1 if layers else 0
+
+    def source_name_for(self, canonical_name: str) -> str:
+        for path, canonical in _NAMED_TOP.items():
+            if canonical == canonical_name:
+                return f"encoder/{path}"
+        index, _, suffix = canonical_name.partition("/")
+        for path, (canonical, _merge) in _LAYER_SUFFIXES.items():
+            if canonical == suffix:
+                return f"encoder/_transformer_layers/{index.removeprefix('layer_')}/{path}"
+        return canonical_name
+
+    def _add(self, canonical: str, entry: tuple[str, tuple[int, ...]], merge: str = KEEP) -> None:
+        self.tensors[canonical] = SourceTensor(entry[0], entry[1], merge)
+
+    def _add_layer_weight(self, index: int, suffix: str, entry) -> bool:
+        if suffix not in _LAYER_SUFFIXES:
+            return False
+        canonical, merge = _LAYER_SUFFIXES[suffix]
+        self._add(f"layer_{index}/{canonical}", entry, merge)
+        return True
+
+    def _map_named(self, entries) -> set[int]:
+        layers: set[int] = set()
+        for path, entry in entries.items():
+            match = _NAMED_LAYER.match(path)
+            if path in _NAMED_TOP:
+                self._add(_NAMED_TOP[path], entry)
+            elif match and self._add_layer_weight(int(match.group(1)), match.group(2), entry):
+                layers.add(int(match.group(1)))
+            else:
+                self.unexpected.append(entry[0])
+        return layers
+
+    def _map_numbered(self, entries) -> set[int]:
+        by_index: dict[int, dict[str, tuple]] = {}
+        for path, entry in entries.items():
+            match = _NUMBERED.match(path)
+            if match:
+                by_index.setdefault(int(match.group(1)), {})[match.group(2)] = entry
+            else:
+                self.unexpected.append(entry[0])
+        transformer = sorted(i for i, sub in by_index.items()
+                             if any(k.startswith("_attention_layer/") for k in sub))
+        for index, sub in sorted(by_index.items()):
+            if index in _NUMBERED_TOP:
+                names = _NUMBERED_TOP[index]
+            elif index in transformer:
+                names = {}
+                for suffix, entry in sub.items():
+                    if not self._add_layer_weight(transformer.index(index), suffix, entry):
+                        self.unexpected.append(entry[0])
+                continue
+            elif transformer and index == transformer[-1] + 1:
+                names = {"kernel": "pooler/kernel", "bias": "pooler/bias"}
+            else:
+                names = {}
+            for key, entry in sub.items():
+                if key in names:
+                    self._add(names[key], entry)
+                else:
+                    self.unexpected.append(entry[0])
+        return set(range(len(transformer)))

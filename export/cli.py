@@ -1,0 +1,127 @@
+"""`bert-export`: absl flags in, `export.pipeline.run_export` called, the version path printed last.
+
+Exit codes: 0 exported; 2 bad input (one line on stderr, nothing written); 3 verification failed;
+1 anything else (an internal error). `--verbose` adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not ours to print
+
+from absl import flags, logging  # noqa: E402
+
+from export.errors import InputError, VerificationError  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("bert_config_file", None, "google-research bert_config.json of the model.")
+flags.DEFINE_string("model_checkpoint_path", None,
+                    "Checkpoint prefix (e.g. .../bert_model.ckpt), or a directory holding one. "
+                    "google-research TF1 and tf-models TF2 checkpoints are detected automatically.")
+flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt; copied into the SavedModel as an asset.")
+flags.DEFINE_string("sp_model_file", None, "SentencePiece model (not supported yet; use --vocab_file).")
+flags.DEFINE_boolean("do_lower_case", None,
+                     "Whether the model is uncased. Default: inferred from the vocab's content.")
+flags.DEFINE_string("export_path", None, "Base directory; the SavedModel goes to <export_path>/<version>/.")
+flags.DEFINE_integer("version", None, "Version number to write. Default: one more than the highest present.")
+flags.DEFINE_boolean("overwrite", False, "Replace an existing --version (atomically).")
+flags.DEFINE_enum("export_format", "legacy", ["legacy", "v2"],
+                  "legacy: list in, [pooled_output, sequence_output] out (the TF Hub BERT /1 API); "
+                  "v2: TF Hub's dict-in, dict-out encoder API.")
+flags.DEFINE_string("export_type", "model", "What to export (as export_tfhub); only 'model' so far.")
+flags.DEFINE_boolean("verify", True, "Check the SavedModel against a float64 numpy reference before publishing.")
+flags.DEFINE_boolean("keep_failed", False, "Keep an export that failed verification as failed-<N>-*.")
+flags.DEFINE_boolean("strict", False, "Treat unexpected checkpoint variables as an error.")
+flags.DEFINE_boolean("verbose", False, "Print tracebacks with errors.")
+flags.DEFINE_boolean("demo", False, "Generate a small random google-research BERT checkpoint "
+                     "(cached) and export it; the other input flags then default to it.")
+flags.DEFINE_string("demo_dir", None, "Where --demo keeps its checkpoint (default: ~/.cache/bert-export/demo).")
+
+PROGRAM = "bert-export"
+
+
+def _demo_inputs() -> None:
+    """Points the input flags at the demo checkpoint, generating it on first use."""
+    from export import synthetic
+
+    given = [name for name in ("bert_config_file", "model_checkpoint_path", "vocab_file") if FLAGS[name].present]
+    if given:
+        raise InputError(f"--demo generates its own inputs; do not combine it with --{given[0]}")
+    directory = FLAGS.demo_dir or os.path.join(os.path.expanduser("~"), ".cache", "bert-export", "demo")
+    config_path = os.path.join(directory, "bert_config.json")
+    if not os.path.isfile(config_path):
+        logging.info("writing a random tiny google-research BERT checkpoint to %s", directory)
+        synthetic.make_google_checkpoint(directory, synthetic.config_of_size("tiny"), cased=True)
+    FLAGS.bert_config_file = config_path
+    FLAGS.model_checkpoint_path = os.path.join(directory, "bert_model.ckpt")
+    FLAGS.vocab_file = os.path.join(directory, "vocab.txt")
+    if FLAGS.export_path is None:
+        FLAGS.export_path = "bert_demo_export"
+
+
+def _options():
+    from export.pipeline import ExportOptions
+
+    if FLAGS.sp_model_file:
+        if FLAGS.vocab_file:
+            raise InputError("--vocab_file and --sp_model_file are mutually exclusive; pass one")
+        raise InputError("--sp_model_file: SentencePiece vocabularies are not supported yet; pass --vocab_file")
+    if FLAGS.export_type != "model":
+        raise InputError(f"--export_type={FLAGS.export_type!r} is not supported yet (only 'model')")
+    if FLAGS.demo:
+        _demo_inputs()
+    for name in ("bert_config_file", "model_checkpoint_path", "vocab_file", "export_path"):
+        if not FLAGS[name].value:
+            raise InputError(f"--{name} is required (or pass --demo)")
+    return ExportOptions(
+        bert_config_file=FLAGS.bert_config_file, model_checkpoint_path=FLAGS.model_checkpoint_path,
+        vocab_file=FLAGS.vocab_file, export_path=FLAGS.export_path, export_format=FLAGS.export_format,
+        do_lower_case=FLAGS.do_lower_case, version=FLAGS.version, overwrite=FLAGS.overwrite,
+        verify=FLAGS.verify, keep_failed=FLAGS.keep_failed, strict=FLAGS.strict)
+
+
+def _fail(message: str, code: int) -> int:
+    if FLAGS.is_parsed() and FLAGS.verbose:
+        traceback.print_exc()
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else argv
+    try:
+        extra = FLAGS(argv)[1:]
+    except flags.Error as e:
+        return _fail(str(e).splitlines()[0], 2)
+    if extra:
+        return _fail(f"unexpected argument(s): {' '.join(extra)}", 2)
+    logging.set_verbosity(logging.INFO)
+    try:
+        from export.pipeline import run_export
+
+        result = run_export(_options())
+    except (InputError, VerificationError) as e:
+        return _fail(str(e), e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return _fail(f"internal error: {type(e).__name__}: {lines[-1] if lines else ''} "
+                     "(rerun with --verbose for the traceback)", 1)
+    for line in result.report.summary_lines():
+        print(line)
+    print(result.path)
+    return 0
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through the pipeline's clean-up of its temp directory
+
+
+def run() -> None:
+    """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.exit(main())

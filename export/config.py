@@ -1,0 +1,133 @@
+"""Stage 1: the BERT config JSON (google-research `bert_config.json`), parsed and validated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+from export.errors import InputError
+
+# hidden_act as written in google-research / tf-models configs -> the function it denotes there.
+# google-research BERT's "gelu" is the tanh approximation, and tf-models follows it.
+ACTIVATIONS = {
+    "gelu": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "relu": "relu",
+}
+
+# Refuse configs whose tensors could not sensibly be allocated, before any allocation.
+MAX_PARAMETERS = 20_000_000_000
+MAX_DIMENSION = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def activation(self) -> str:
+        """The activation function the source means: `gelu_tanh`, `gelu_erf` or `relu`."""
+        return ACTIVATIONS[self.hidden_act]
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def parameter_count(self) -> int:
+        """Parameters of the encoder with pooler (no pretraining heads)."""
+        h, i = self.hidden_size, self.intermediate_size
+        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+        return embeddings + self.num_hidden_layers * layer + h * h + h
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "max_position_embeddings", "type_vocab_size")
+_PROBABILITY_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def parse_bert_config(data: Any, source: str) -> BertConfig:
+    """Validates a decoded config JSON; `source` names the file in error messages."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    missing = [f for f in _INT_FIELDS if f not in data]
+    if missing:
+        raise InputError(f"{source}: missing field(s) {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for name in _INT_FIELDS:
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{source}: {name} must be an integer, got {value!r}")
+        if value <= 0:
+            raise InputError(f"{source}: {name} must be positive, got {value}")
+        if value > MAX_DIMENSION:
+            raise InputError(f"{source}: {name}={value} is larger than the supported {MAX_DIMENSION}")
+        values[name] = value
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise InputError(
+            f"{source}: hidden_size={values['hidden_size']} is not divisible by "
+            f"num_attention_heads={values['num_attention_heads']}")
+    act = data.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise InputError(f"{source}: unknown hidden_act {act!r} (supported: {', '.join(sorted(ACTIVATIONS))})")
+    values["hidden_act"] = act
+    for name in _PROBABILITY_FIELDS + ("initializer_range",):
+        if name in data:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{source}: {name} must be a number, got {value!r}")
+            if name in _PROBABILITY_FIELDS and not 0.0 <= value < 1.0:
+                raise InputError(f"{source}: {name} must be in [0, 1), got {value}")
+            values[name] = float(value)
+    eps = data.get("layer_norm_eps", 1e-12)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise InputError(f"{source}: layer_norm_eps must be a small positive number, got {eps!r}")
+    values["layer_norm_eps"] = float(eps)
+    embedding_size = data.get("embedding_size")
+    if embedding_size is not None and embedding_size != values["hidden_size"]:
+        raise InputError(
+            f"{source}: embedding_size={embedding_size} differs from hidden_size={values['hidden_size']}; "
+            "factorized (ALBERT-style) embeddings are not supported")
+    config = BertConfig(**values)
+    if config.parameter_count() > MAX_PARAMETERS:
+        raise InputError(f"{source}: the config describes {config.parameter_count():,} parameters, "
+                         f"more than the supported {MAX_PARAMETERS:,}")
+    return config
+
+
+def load_bert_config(path: str) -> BertConfig:
+    """Reads and validates `bert_config.json`; every problem is an InputError naming the file."""
+    name = os.path.basename(path) or path
+    if not os.path.isfile(path):
+        raise InputError(f"--bert_config_file: {path} does not exist or is not a file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InputError(f"--bert_config_file: cannot read {path}: {e.strerror}") from e
+    if not raw.strip():
+        raise InputError(f"{name}: the file is empty")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except json.JSONDecodeError as e:
+        raise InputError(f"{name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
+    return parse_bert_config(data, name)

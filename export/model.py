@@ -1,0 +1,176 @@
+"""Stage 3: the TensorFlow encoder and the two TF Hub objects built around it.
+
+The encoder is written with raw TF ops in one Python function, not as Keras layers: each exported
+entry point is then one traced graph (instead of a SavedModel function per Keras layer), and each
+weight is one `tf.Variable` created straight from the reader's array (no second copy is kept).
+The math is tf-models-official's `BertEncoder` (post-LayerNorm transformer, the google-research
+`(1 - mask) * -10000` attention bias, GELU in the source's form).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from export.config import BertConfig
+from export.weights import expected_shapes
+
+FORMATS = ("legacy", "v2")
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+_INPUT_SPEC = tf.TensorSpec([None, None], tf.int32)
+_AutoTrackable = tf.__internal__.tracking.AutoTrackable
+
+
+def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    if name == "gelu_tanh":
+        return lambda x: tf.nn.gelu(x, approximate=True)
+    if name == "gelu_erf":
+        return lambda x: tf.nn.gelu(x, approximate=False)
+    if name == "relu":
+        return tf.nn.relu
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+class BertEncoderCore(_AutoTrackable):
+    """The encoder's weights (one tf.Variable each) and its forward pass."""
+
+    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray]):
+        self._config = config
+        self._activation = _activation(config.activation)
+        weights = []
+        # One tensor at a time: the reader's array is released once the variable holds it.
+        for name in expected_shapes(config):
+            weights.append(tf.Variable(read_weight(name), trainable=True, name=name.replace("/", "_")))
+        self.weights = weights
+        self._by_name = dict(zip(expected_shapes(config), weights))
+
+    def _w(self, name: str) -> tf.Variable:
+        return self._by_name[name]
+
+    def _dropout(self, x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
+        return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+
+    def _layer_norm(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        normed = (x - mean) * tf.math.rsqrt(variance + self._config.layer_norm_eps)
+        return normed * self._w(prefix + "/gamma") + self._w(prefix + "/beta")
+
+    def _dense(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
+        return tf.matmul(x, self._w(prefix + "/kernel")) + self._w(prefix + "/bias")
+
+    def encode(self, word_ids: tf.Tensor, mask: tf.Tensor, type_ids: tf.Tensor,
+               training: bool) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """Returns pooled_output [B, H], sequence_output [B, S, H] and every layer's output."""
+        c = self._config
+        batch, seq = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
+        heads, head_size, hidden = c.num_attention_heads, c.head_size, c.hidden_size
+        x = (tf.gather(self._w("embeddings/word"), word_ids)
+             + tf.gather(self._w("embeddings/type"), type_ids)
+             + self._w("embeddings/position")[tf.newaxis, :seq])
+        x = self._dropout(self._layer_norm(x, "embeddings/ln"), c.hidden_dropout_prob, training)
+        x = tf.reshape(x, [-1, hidden])  # [B*S, H]: every dense layer is one plain matmul
+        attention_bias = (1.0 - tf.cast(mask, tf.float32))[:, tf.newaxis, tf.newaxis, :] * -10000.0
+        scale = 1.0 / math.sqrt(head_size)
+
+        def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B*S, H] -> [B, A, S, d]
+            return tf.transpose(tf.reshape(t, [batch, seq, heads, head_size]), [0, 2, 1, 3])
+
+        layer_outputs = []
+        for i in range(c.num_hidden_layers):
+            p = f"layer_{i}/"
+            q = split_heads(self._dense(x, p + "attention/query"))
+            k = split_heads(self._dense(x, p + "attention/key"))
+            v = split_heads(self._dense(x, p + "attention/value"))
+            scores = tf.matmul(q, k, transpose_b=True) * scale + attention_bias
+            probs = self._dropout(tf.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, training)
+            context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [-1, hidden])
+            attended = self._dropout(self._dense(context, p + "attention/output"), c.hidden_dropout_prob, training)
+            x = self._layer_norm(x + attended, p + "attention/ln")
+            inner = self._activation(self._dense(x, p + "intermediate"))
+            out = self._dropout(self._dense(inner, p + "output"), c.hidden_dropout_prob, training)
+            x = self._layer_norm(x + out, p + "output/ln")
+            layer_outputs.append(tf.reshape(x, [batch, seq, hidden]))
+        sequence_output = layer_outputs[-1]
+        pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :], "pooler"))
+        return pooled_output, sequence_output, layer_outputs
+
+
+class _HubEncoder(_AutoTrackable):
+    """What both formats share: the reusable-SavedModel attributes and `serving_default`."""
+
+    def __init__(self, core: BertEncoderCore, vocab_path: str, do_lower_case: bool):
+        self.core = core
+        self.vocab_file = tf.saved_model.Asset(vocab_path)
+        self.do_lower_case = tf.Variable(do_lower_case, trainable=False, name="do_lower_case")
+        self.variables = list(core.weights) + [self.do_lower_case]
+        self.trainable_variables = list(core.weights)
+        self.regularization_losses = []
+
+    def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """Traces `__call__` for training=False/True; returns the signatures to save."""
+        self.__call__.get_concrete_function(self._call_spec(), training=True)
+        inference = self.__call__.get_concrete_function(self._call_spec(), training=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES])
+        def serving_default(input_word_ids, input_mask, input_type_ids):
+            pooled, sequence = self._pooled_and_sequence(
+                inference(self._pack(input_word_ids, input_mask, input_type_ids), training=False))
+            return {"pooled_output": pooled, "sequence_output": sequence}
+
+        return {"serving_default": serving_default.get_concrete_function()}
+
+
+class LegacyHubEncoder(_HubEncoder):
+    """The seed page's API: called on [input_word_ids, input_mask, segment_ids],
+    returns [pooled_output, sequence_output]."""
+
+    @tf.function
+    def __call__(self, inputs, training=False):
+        word_ids, mask, type_ids = inputs
+        pooled, sequence, _ = self.core.encode(word_ids, mask, type_ids, training)
+        return [pooled, sequence]
+
+    @staticmethod
+    def _call_spec():
+        return [_INPUT_SPEC, _INPUT_SPEC, _INPUT_SPEC]
+
+    @staticmethod
+    def _pack(word_ids, mask, type_ids):
+        return [word_ids, mask, type_ids]
+
+    @staticmethod
+    def _pooled_and_sequence(outputs):
+        return outputs[0], outputs[1]
+
+
+class V2HubEncoder(_HubEncoder):
+    """TF Hub's encoder API: dict in (input_word_ids, input_mask, input_type_ids), dict out."""
+
+    @tf.function
+    def __call__(self, inputs, training=False):
+        pooled, sequence, layers = self.core.encode(
+            inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"], training)
+        return {"pooled_output": pooled, "sequence_output": sequence,
+                "encoder_outputs": layers, "default": pooled}
+
+    @staticmethod
+    def _call_spec():
+        return {name: _INPUT_SPEC for name in INPUT_NAMES}
+
+    @staticmethod
+    def _pack(word_ids, mask, type_ids):
+        return dict(zip(INPUT_NAMES, (word_ids, mask, type_ids)))
+
+    @staticmethod
+    def _pooled_and_sequence(outputs):
+        return outputs["pooled_output"], outputs["sequence_output"]
+
+
+def build_hub_encoder(config: BertConfig, read_weight: Callable[[str], np.ndarray], export_format: str,
+                      vocab_path: str, do_lower_case: bool) -> _HubEncoder:
+    """Builds the exportable object of `export_format` with weights streamed from `read_weight`."""
+    cls = {"legacy": LegacyHubEncoder, "v2": V2HubEncoder}[export_format]
+    return cls(BertEncoderCore(config, read_weight), vocab_path, do_lower_case)

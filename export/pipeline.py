@@ -1,0 +1,171 @@
+"""The export pipeline: validate everything, build, write, verify, publish.
+
+Nothing is created under the export path until every input has been validated and every weight
+has been read into the model; the version directory appears (by rename) only once it is complete
+and verified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import shutil
+import time
+
+from absl import logging
+
+import export
+from export import writer
+from export.config import BertConfig, load_bert_config
+from export.errors import InputError, VerificationError
+from export.report import ExportReport, hash_file, runtime_versions
+from export.vocab import decide_do_lower_case, read_vocab
+from export.weights import check_checkpoint
+
+EXPORT_FORMATS = ("legacy", "v2")
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    bert_config_file: str
+    model_checkpoint_path: str
+    vocab_file: str
+    export_path: str
+    export_format: str = "legacy"
+    do_lower_case: bool | None = None
+    version: int | None = None
+    overwrite: bool = False
+    verify: bool = True
+    keep_failed: bool = False
+    strict: bool = False
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: str
+    report: ExportReport
+
+
+@dataclasses.dataclass
+class _Validated:
+    config: BertConfig
+    reader: object
+    vocab_path: str
+    casing: object
+    warnings: list[str]
+
+
+def validate_inputs(opts: ExportOptions) -> _Validated:
+    """Every pre-flight check; raises InputError before anything is written."""
+    from export.checkpoints import open_checkpoint
+
+    if opts.export_format not in EXPORT_FORMATS:
+        raise InputError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}, got {opts.export_format!r}")
+    if opts.version is not None and opts.version <= 0:
+        raise InputError(f"--version must be a positive integer, got {opts.version}")
+    writer.check_export_path(opts.export_path)
+    if not opts.bert_config_file:
+        raise InputError("--bert_config_file is required")
+    if not opts.vocab_file:
+        raise InputError("--vocab_file is required")
+    config = load_bert_config(opts.bert_config_file)
+    config_name = os.path.basename(opts.bert_config_file)
+    vocab = read_vocab(opts.vocab_file)
+    if vocab.size != config.vocab_size:
+        raise InputError(f"{os.path.basename(opts.vocab_file)} has {vocab.size} lines but {config_name} says "
+                         f"vocab_size={config.vocab_size}")
+    reader = open_checkpoint(opts.model_checkpoint_path)
+    warnings = check_checkpoint(reader, config, config_name, strict=opts.strict)
+    _check_not_inside_sources(opts.export_path, reader.source_files + [opts.vocab_file, opts.bert_config_file])
+    casing, casing_warning = decide_do_lower_case(vocab, opts.do_lower_case)
+    if casing_warning:
+        warnings.append(casing_warning)
+    return _Validated(config, reader, opts.vocab_file, casing, warnings)
+
+
+def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
+    base = os.path.realpath(export_path)
+    for source in sources:
+        if os.path.realpath(source).startswith(base + os.sep):
+            raise InputError(f"--export_path: {export_path} would hold the source file {source}; "
+                             "choose a directory outside the checkpoint's")
+
+
+def run_export(opts: ExportOptions) -> ExportResult:
+    """Exports the checkpoint described by `opts`; returns the published version directory."""
+    from export.model import build_hub_encoder
+
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    v = validate_inputs(opts)
+    for warning in v.warnings:
+        logging.warning("%s", warning)
+    logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
+    version = writer.choose_version(opts.export_path, opts.version, opts.overwrite)
+
+    obj = build_hub_encoder(v.config, v.reader.read, opts.export_format, v.vocab_path, v.casing.do_lower_case)
+    signatures = obj.trace()
+    timings["read_and_build"] = time.monotonic() - start
+    variable_count = len(obj.trainable_variables)
+    parameter_count = sum(int(w.shape.num_elements()) for w in obj.trainable_variables)
+
+    import tensorflow as tf
+
+    for stale in writer.remove_stale_temp_dirs(opts.export_path):
+        logging.info("removed stale temporary directory %s", stale)
+    temp_dir = writer.make_temp_dir(opts.export_path)
+    try:
+        t = time.monotonic()
+        tf.saved_model.save(obj, temp_dir, signatures=signatures)
+        del obj, signatures
+        gc.collect()  # the weights are on disk now; free them before the verifier loads its copy
+        timings["save"] = time.monotonic() - t
+
+        verification = None
+        if opts.verify:
+            from export.verify import verify_in_fresh_process
+
+            t = time.monotonic()
+            result = verify_in_fresh_process(temp_dir, opts.export_format, v.config, v.reader.checkpoint_path)
+            timings["verify"] = time.monotonic() - t
+            verification = result.to_json_dict()
+            logging.info("verification: max relative error %.3g (tolerance %g)", result.worst, result.tolerance)
+            if not result.passed:
+                kept = writer.keep_aside(temp_dir, opts.export_path, version) if opts.keep_failed else None
+                raise VerificationError(
+                    f"verification FAILED: max relative error {result.worst:.3g} exceeds {result.tolerance:g} "
+                    f"({_worst_entry(result.figures)})" + (f"; kept at {kept}" if kept else ""))
+
+        tf_version, python_version = runtime_versions()
+        sources = [hash_file(opts.bert_config_file, "bert_config"), hash_file(v.vocab_path, "vocab")]
+        sources += [hash_file(path, "checkpoint") for path in v.reader.source_files]
+        timings["total"] = time.monotonic() - start
+        report = ExportReport(
+            tool=f"bert-export {export.__version__}", tensorflow_version=tf_version,
+            python_version=python_version, export_format=opts.export_format,
+            checkpoint_format=v.reader.format_name, checkpoint_description=v.reader.description,
+            version=version, sources=sources, config=v.config.to_json_dict(), activation=v.config.activation,
+            do_lower_case=v.casing.do_lower_case, do_lower_case_decided_by=v.casing.how,
+            variable_count=variable_count, parameter_count=parameter_count, warnings=v.warnings,
+            timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification)
+        report_path = os.path.join(temp_dir, writer.REPORT_RELATIVE_PATH)
+        os.makedirs(os.path.dirname(report_path), exist_ok=True)
+
+        def write_report(final_version: int) -> None:  # the number is final only at publication
+            report.version = final_version
+            with open(report_path, "w") as f:
+                f.write(report.to_json())
+
+        final = writer.publish(temp_dir, opts.export_path, version, opts.version is not None, opts.overwrite,
+                               before_rename=write_report)
+        return ExportResult(final, report)
+    finally:
+        if os.path.isdir(temp_dir):
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _worst_entry(figures: dict[str, dict[str, float]]) -> str:
+    entry, output, value = max(((e, o, x) for e, outs in figures.items() for o, x in outs.items()),
+                               key=lambda item: item[2])
+    return f"worst: {entry} {output} {value:.3g}"

@@ -1,0 +1,169 @@
+"""Stage 5: numerical verification of a SavedModel against the independent numpy reference.
+
+`verify_saved_model` does the work in the calling process; `verify_in_fresh_process` runs it in a
+new Python process (as `python -m export.verify`), so that what is checked is the SavedModel on
+disk, loaded the way a consumer loads it, not the objects that wrote it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from export.config import BertConfig, parse_bert_config
+from export.errors import InputError, VerificationError
+
+TOLERANCE = 1e-5
+
+
+@dataclasses.dataclass
+class VerificationReport:
+    passed: bool
+    tolerance: float
+    # entry point -> output -> max |export - reference| / max |reference| over real tokens
+    figures: dict[str, dict[str, float]]
+    batches: list[str]
+
+    @property
+    def worst(self) -> float:
+        return max(v for outputs in self.figures.values() for v in outputs.values())
+
+    def to_json_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"worst": self.worst}
+
+
+def fixed_batches(config: BertConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fixed int32 batches: several batch sizes and lengths, padded and unpadded rows, two segments."""
+    rng = np.random.default_rng(20240611)
+    longest = min(48, config.max_position_embeddings)
+    cases = [(1, min(5, longest), [min(5, longest)]),
+             (3, min(16, longest), [min(16, longest), min(9, longest), min(3, longest)]),
+             (2, longest, [longest, max(1, longest // 3)])]
+    batches = []
+    for batch, seq, lengths in cases:
+        ids = np.zeros((batch, seq), np.int32)
+        mask = np.zeros((batch, seq), np.int32)
+        types = np.zeros((batch, seq), np.int32)
+        for row, length in enumerate(lengths):
+            ids[row, :length] = rng.integers(0, config.vocab_size, length)
+            mask[row, :length] = 1
+            if config.type_vocab_size > 1:
+                types[row, length // 2: length] = 1  # second segment
+        batches.append((ids, mask, types))
+    return batches
+
+
+def describe_batches(batches) -> list[str]:
+    return [f"batch {ids.shape[0]} x seq {ids.shape[1]}, real lengths {mask.sum(axis=1).tolist()}"
+            for ids, mask, _ in batches]
+
+
+def relative_error(exported: list[np.ndarray], reference: list[np.ndarray],
+                   masks: list[np.ndarray] | None = None) -> float:
+    """max |exported - reference| / max |reference|, over real (mask = 1) tokens when masks given."""
+    diffs, scales = [], []
+    for i, (e, r) in enumerate(zip(exported, reference)):
+        e, r = np.asarray(e, np.float64), np.asarray(r, np.float64)
+        if e.shape != r.shape:
+            raise VerificationError(f"output shape {list(e.shape)} differs from reference {list(r.shape)}")
+        if masks is not None:
+            real = masks[i].astype(bool)
+            e, r = e[real], r[real]
+        diffs.append(np.max(np.abs(e - r)))
+        scales.append(np.max(np.abs(r)))
+    return float(max(diffs) / max(max(scales), 1e-30))
+
+
+def run_saved_model(saved_model_dir: str, export_format: str, batches) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Runs the batches through `__call__` (training=False) and `serving_default`."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    serving = loaded.signatures["serving_default"]
+    results: dict[str, list[dict[str, np.ndarray]]] = {"__call__": [], "serving_default": []}
+    for ids, mask, types in batches:
+        ids_t, mask_t, types_t = (tf.constant(a) for a in (ids, mask, types))
+        if export_format == "legacy":
+            pooled, sequence = loaded([ids_t, mask_t, types_t], training=False)
+            results["__call__"].append({"pooled_output": pooled.numpy(), "sequence_output": sequence.numpy()})
+        else:
+            out = loaded({"input_word_ids": ids_t, "input_mask": mask_t, "input_type_ids": types_t},
+                         training=False)
+            results["__call__"].append({
+                "pooled_output": out["pooled_output"].numpy(), "sequence_output": out["sequence_output"].numpy(),
+                "default": out["default"].numpy(), "encoder_outputs": [t.numpy() for t in out["encoder_outputs"]]})
+        served = serving(input_word_ids=ids_t, input_mask=mask_t, input_type_ids=types_t)
+        results["serving_default"].append({k: v.numpy() for k, v in served.items()})
+    return results
+
+
+def compare_to_reference(results, reference, batches) -> dict[str, dict[str, float]]:
+    masks = [mask for _, mask, _ in batches]
+    figures: dict[str, dict[str, float]] = {}
+    for entry, per_batch in results.items():
+        figures[entry] = {
+            "pooled_output": relative_error([o["pooled_output"] for o in per_batch],
+                                            [r.pooled_output for r in reference]),
+            "sequence_output": relative_error([o["sequence_output"] for o in per_batch],
+                                              [r.sequence_output for r in reference], masks),
+        }
+        if "default" in per_batch[0]:
+            figures[entry]["default"] = relative_error([o["default"] for o in per_batch],
+                                                       [r.pooled_output for r in reference])
+        if "encoder_outputs" in per_batch[0]:
+            layers = len(reference[0].encoder_outputs)
+            if any(len(o["encoder_outputs"]) != layers for o in per_batch):
+                raise VerificationError(f"encoder_outputs does not hold {layers} layers")
+            figures[entry]["encoder_outputs"] = max(
+                relative_error([o["encoder_outputs"][i] for o in per_batch],
+                               [r.encoder_outputs[i] for r in reference], masks) for i in range(layers))
+    return figures
+
+
+def verify_saved_model(saved_model_dir: str, export_format: str, config: BertConfig,
+                       checkpoint_path: str, tolerance: float = TOLERANCE) -> VerificationReport:
+    """Compares the SavedModel at `saved_model_dir` with the numpy reference of the checkpoint."""
+    from export.checkpoints import open_checkpoint
+    from export.reference import reference_forward
+
+    batches = fixed_batches(config)
+    results = run_saved_model(saved_model_dir, export_format, batches)
+    reference = reference_forward(config, open_checkpoint(checkpoint_path).read, batches)
+    figures = compare_to_reference(results, reference, batches)
+    passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())
+    return VerificationReport(passed, tolerance, figures, describe_batches(batches))
+
+
+def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: BertConfig,
+                            checkpoint_path: str, tolerance: float = TOLERANCE) -> VerificationReport:
+    """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
+    command = [sys.executable, "-m", "export.verify", saved_model_dir, export_format,
+               json.dumps(config.to_json_dict()), checkpoint_path, repr(tolerance)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise VerificationError(f"verification process failed (exit {proc.returncode}): {tail}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"])
+
+
+def _main(argv: list[str]) -> int:
+    saved_model_dir, export_format, config_json, checkpoint_path, tolerance = argv
+    config = parse_bert_config(json.loads(config_json), "config")
+    try:
+        report = verify_saved_model(saved_model_dir, export_format, config, checkpoint_path, float(tolerance))
+    except (InputError, VerificationError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_json_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
