@@ -94,8 +94,6 @@ def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
 
 def run_export(opts: ExportOptions) -> ExportResult:
     """Exports the checkpoint described by `opts`; returns the published version directory."""
-    from export.model import build_hub_encoder
-
     timings: dict[str, float] = {}
     start = time.monotonic()
     v = validate_inputs(opts)
@@ -103,6 +101,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
         logging.warning("%s", warning)
     logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
     version = writer.choose_version(opts.export_path, opts.version, opts.overwrite)
+
+    from export.model import build_hub_encoder  # TensorFlow is imported only once inputs are valid
 
     obj = build_hub_encoder(v.config, v.reader.read, opts.export_format, v.vocab_path, v.casing.do_lower_case)
     signatures = obj.trace()
