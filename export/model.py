@@ -110,16 +110,26 @@ class _HubEncoder(_AutoTrackable):
         self.regularization_losses = []
 
     def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """Traces `__call__` for training=False/True; returns the signatures to save."""
+        """Traces `__call__` for training=False/True and adds `serve`; returns the signatures to save.
+
+        `serve` (dict of the three inputs in, dict of pooled_output and sequence_output out) is the
+        endpoint Keras 3's `TFSMLayer` calls by default; `serving_default` is the same function
+        with keyword inputs, for TF Serving and `saved_model_cli`. Both call the traced inference
+        graph instead of tracing the encoder again.
+        """
         self.__call__.get_concrete_function(self._call_spec(), training=True)
         inference = self.__call__.get_concrete_function(self._call_spec(), training=False)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES])
-        def serving_default(input_word_ids, input_mask, input_type_ids):
-            pooled, sequence = self._pooled_and_sequence(
-                inference(self._pack(input_word_ids, input_mask, input_type_ids), training=False))
+        def outputs(word_ids, mask, type_ids):
+            pooled, sequence = self._pooled_and_sequence(inference(self._pack(word_ids, mask, type_ids),
+                                                                   training=False))
             return {"pooled_output": pooled, "sequence_output": sequence}
 
+        named_specs = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}
+        self.serve = tf.function(lambda inputs: outputs(*(inputs[n] for n in INPUT_NAMES)),
+                                 input_signature=[named_specs])
+        self.serve.get_concrete_function()
+        serving_default = tf.function(outputs, input_signature=[named_specs[n] for n in INPUT_NAMES])
         return {"serving_default": serving_default.get_concrete_function()}
 
 

@@ -104,9 +104,11 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
     from export.model import build_hub_encoder  # TensorFlow is imported only once inputs are valid
 
+    timings["validate_and_import"] = time.monotonic() - start
+    t = time.monotonic()
     obj = build_hub_encoder(v.config, v.reader.read, opts.export_format, v.vocab_path, v.casing.do_lower_case)
     signatures = obj.trace()
-    timings["read_and_build"] = time.monotonic() - start
+    timings["read_and_trace"] = time.monotonic() - t
     variable_count = len(obj.trainable_variables)
     parameter_count = sum(int(w.shape.num_elements()) for w in obj.trainable_variables)
 

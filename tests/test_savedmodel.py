@@ -263,3 +263,28 @@ def test_report_contents(exports, tf1_model):
     assert report["verification"]["passed"] and report["verification"]["worst"] <= 1e-5
     assert report["tensorflow_version"] == tf.__version__
     assert any("unexpected" in w for w in report["warnings"]) is False  # extras are known and skipped
+
+
+KERAS3_PROGRAM = '''
+import sys, json
+import keras, numpy as np
+layer = keras.layers.TFSMLayer(sys.argv[1])  # default endpoint: "serve"
+ids = np.array(json.loads(sys.argv[2]), np.int32)
+out = layer({"input_word_ids": ids, "input_mask": (ids > 0).astype("int32"), "input_type_ids": np.zeros_like(ids)})
+print(keras.__version__, json.dumps(np.asarray(out["pooled_output"]).tolist()))
+'''
+
+
+@pytest.mark.parametrize("export_format", FORMATS)
+def test_keras3_tfsmlayer_loads_the_export(exports, export_format):
+    ids = [[7, 50, 60, 8, 0, 0], [9, 11, 12, 13, 14, 15]]
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-c", KERAS3_PROGRAM, exports(export_format), json.dumps(ids)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    version, pooled = proc.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert version.startswith("3.")
+    ids = np.array(ids, np.int32)
+    expected, _ = call_export(tf.saved_model.load(exports(export_format)), export_format,
+                              ids, (ids > 0).astype(np.int32), np.zeros_like(ids))
+    np.testing.assert_allclose(np.array(json.loads(pooled)), expected, atol=1e-5, rtol=0)
