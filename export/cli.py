@@ -11,7 +11,7 @@ import signal
 import sys
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not ours to print
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter (CUDA probing...) is noise here
 
 from absl import flags, logging  # noqa: E402
 

@@ -7,6 +7,7 @@ and verified.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -119,7 +120,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
     temp_dir = writer.make_temp_dir(opts.export_path)
     try:
         t = time.monotonic()
-        tf.saved_model.save(obj, temp_dir, signatures=signatures)
+        with _quiet_absl_info():  # TF's saver logs internals (temporary paths, sharding) at INFO
+            tf.saved_model.save(obj, temp_dir, signatures=signatures)
         del obj, signatures
         gc.collect()  # the weights are on disk now; free them before the verifier loads its copy
         timings["save"] = time.monotonic() - t
@@ -165,6 +167,16 @@ def run_export(opts: ExportOptions) -> ExportResult:
     finally:
         if os.path.isdir(temp_dir):
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_absl_info():
+    previous = logging.get_verbosity()
+    logging.set_verbosity(min(previous, logging.WARNING))  # absl: lower is quieter
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
 
 
 def _worst_entry(figures: dict[str, dict[str, float]]) -> str:

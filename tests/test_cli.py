@@ -185,3 +185,32 @@ def test_exports_of_the_same_input_have_identical_weights(tf1_model, tmp_path):
         assert run_cli(*tf1_model.flags(tmp_path / name, "--noverify")).returncode == 0
     assert filecmp.cmp(tmp_path / "a" / "1" / "variables" / "variables.data-00000-of-00001",
                        tmp_path / "b" / "1" / "variables" / "variables.data-00000-of-00001", shallow=False)
+
+
+def _start(*args):
+    return subprocess.Popen([sys.executable, "-m", "export", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def test_concurrent_exports_into_one_base_get_distinct_versions(tf1_model, tmp_path):
+    base = tmp_path / "base"
+    procs = [_start(*tf1_model.flags(base, "--noverify")) for _ in range(3)]
+    outputs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    paths = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+    assert paths == [str(base / v) for v in ("1", "2", "3")]
+    assert sorted(os.listdir(base)) == ["1", "2", "3"]  # no temporaries left
+    for version in ("1", "2", "3"):
+        with open(base / version / "assets.extra" / "export_report.json") as f:
+            assert f'"version": {version},' in f.read()  # the report names the number it ended up with
+
+
+def test_concurrent_exports_asking_for_the_same_version(tf1_model, tmp_path):
+    base = tmp_path / "base"
+    procs = [_start(*tf1_model.flags(base, "--noverify", "--version=5")) for _ in range(2)]
+    outputs = [p.communicate() for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], [err[-500:] for _, err in outputs]
+    loser = next(err for p, (_, err) in zip(procs, outputs) if p.returncode == 2)
+    assert "--version" in loser and "Traceback" not in loser
+    assert sorted(os.listdir(base)) == ["5"]
