@@ -8,7 +8,7 @@ import math
 import os
 from typing import Any
 
-from export.errors import InputError
+from export.errors import InputError, read_input_text
 
 # hidden_act as written in google-research / tf-models configs -> the function it denotes there.
 # google-research BERT's "gelu" is the tanh approximation, and tf-models follows it.
@@ -115,19 +115,11 @@ def parse_bert_config(data: Any, source: str) -> BertConfig:
 def load_bert_config(path: str) -> BertConfig:
     """Reads and validates `bert_config.json`; every problem is an InputError naming the file."""
     name = os.path.basename(path) or path
-    if not os.path.isfile(path):
-        raise InputError(f"--bert_config_file: {path} does not exist or is not a file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise InputError(f"--bert_config_file: cannot read {path}: {e.strerror}") from e
-    if not raw.strip():
+    text = read_input_text(path, "--bert_config_file")
+    if not text.strip():
         raise InputError(f"{name}: the file is empty")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
     return parse_bert_config(data, name)

@@ -1,4 +1,6 @@
-"""Exception types that map to the CLI's exit codes."""
+"""Exception types that map to the CLI's exit codes, and reading input files under them."""
+
+import os
 
 
 class InputError(Exception):
@@ -14,3 +16,18 @@ class VerificationError(Exception):
     """The exported SavedModel does not compute what the checkpoint computes: exit code 3."""
 
     exit_code = 3
+
+
+def read_input_text(path: str, flag: str) -> str:
+    """The UTF-8 text of the file a flag names; every problem is an InputError naming it."""
+    if not os.path.isfile(path):
+        raise InputError(f"{flag}: {path} does not exist or is not a file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InputError(f"{flag}: cannot read {path}: {e.strerror}") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{os.path.basename(path)}: not UTF-8 text ({e.reason} at byte {e.start})") from e

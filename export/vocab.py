@@ -6,7 +6,7 @@ import dataclasses
 import os
 import re
 
-from export.errors import InputError
+from export.errors import InputError, read_input_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _RESERVED = re.compile(r"^(\[[^\]]*\]|<[^>]*>)$")  # [unused12], [CLS], <S>, ...
@@ -34,17 +34,7 @@ class Vocab:
 def read_vocab(path: str) -> Vocab:
     """Reads a vocab.txt as tf-models' FullTokenizer does (one token a line, stripped)."""
     name = os.path.basename(path) or path
-    if not os.path.isfile(path):
-        raise InputError(f"--vocab_file: {path} does not exist or is not a file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise InputError(f"--vocab_file: cannot read {path}: {e.strerror}") from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    text = read_input_text(path, "--vocab_file")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start a new one
