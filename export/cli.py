@@ -16,6 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 from absl import flags, logging  # noqa: E402
 
 from export.errors import InputError, VerificationError  # noqa: E402
+from export.process import prepare_export_process  # noqa: E402
+
+prepare_export_process()  # before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 

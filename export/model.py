@@ -21,6 +21,7 @@ from export.weights import expected_shapes
 FORMATS = ("legacy", "v2")
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 _INPUT_SPEC = tf.TensorSpec([None, None], tf.int32)
+_NAMED_SPECS = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
 
 
@@ -69,7 +70,7 @@ class BertEncoderCore(_AutoTrackable):
         heads, head_size, hidden = c.num_attention_heads, c.head_size, c.hidden_size
         x = (tf.gather(self._w("embeddings/word"), word_ids)
              + tf.gather(self._w("embeddings/type"), type_ids)
-             + self._w("embeddings/position")[tf.newaxis, :seq])
+             + tf.slice(self._w("embeddings/position"), [0, 0], [seq, -1])[tf.newaxis])
         x = self._dropout(self._layer_norm(x, "embeddings/ln"), c.hidden_dropout_prob, training)
         x = tf.reshape(x, [-1, hidden])  # [B*S, H]: every dense layer is one plain matmul
         attention_bias = (1.0 - tf.cast(mask, tf.float32))[:, tf.newaxis, tf.newaxis, :] * -10000.0
@@ -110,34 +111,37 @@ class _HubEncoder(_AutoTrackable):
         self.regularization_losses = []
 
     def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """Traces `__call__` for training=False/True and adds `serve`; returns the signatures to save.
+        """Traces every entry point; returns the signatures to save.
 
-        `serve` (dict of the three inputs in, dict of pooled_output and sequence_output out) is the
-        endpoint Keras 3's `TFSMLayer` calls by default; `serving_default` is the same function
-        with keyword inputs, for TF Serving and `saved_model_cli`. Both call the traced inference
-        graph instead of tracing the encoder again.
+        Only `__call__` traces the encoder (for training=False and True). `serve` (dict of the
+        three inputs in, dict of pooled_output and sequence_output out) is the endpoint Keras 3's
+        `TFSMLayer` calls by default; `serving_default` is the same with keyword inputs, for TF
+        Serving and `saved_model_cli`. Both call the traced inference graph.
         """
         self.__call__.get_concrete_function(self._call_spec(), training=True)
-        inference = self.__call__.get_concrete_function(self._call_spec(), training=False)
-
-        def outputs(word_ids, mask, type_ids):
-            pooled, sequence = self._pooled_and_sequence(inference(self._pack(word_ids, mask, type_ids),
-                                                                   training=False))
-            return {"pooled_output": pooled, "sequence_output": sequence}
-
-        named_specs = {n: tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES}
-        self.serve = tf.function(lambda inputs: outputs(*(inputs[n] for n in INPUT_NAMES)),
-                                 input_signature=[named_specs])
+        self.__call__.get_concrete_function(self._call_spec(), training=False)
         self.serve.get_concrete_function()
-        serving_default = tf.function(outputs, input_signature=[named_specs[n] for n in INPUT_NAMES])
-        return {"serving_default": serving_default.get_concrete_function()}
+        return {"serving_default": self._serving_default.get_concrete_function()}
+
+    def _outputs(self, word_ids, mask, type_ids) -> dict[str, tf.Tensor]:
+        pooled, sequence = self._pooled_and_sequence(
+            self.__call__(self._pack(word_ids, mask, type_ids), training=False))
+        return {"pooled_output": pooled, "sequence_output": sequence}
+
+    @tf.function(input_signature=[_NAMED_SPECS], autograph=False)
+    def serve(self, inputs):
+        return self._outputs(*(inputs[name] for name in INPUT_NAMES))
+
+    @tf.function(input_signature=[_NAMED_SPECS[name] for name in INPUT_NAMES], autograph=False)
+    def _serving_default(self, input_word_ids, input_mask, input_type_ids):
+        return self._outputs(input_word_ids, input_mask, input_type_ids)
 
 
 class LegacyHubEncoder(_HubEncoder):
     """The seed page's API: called on [input_word_ids, input_mask, segment_ids],
     returns [pooled_output, sequence_output]."""
 
-    @tf.function
+    @tf.function(autograph=False)  # plain Python control flow only; autograph would slow tracing
     def __call__(self, inputs, training=False):
         word_ids, mask, type_ids = inputs
         pooled, sequence, _ = self.core.encode(word_ids, mask, type_ids, training)
@@ -159,7 +163,7 @@ class LegacyHubEncoder(_HubEncoder):
 class V2HubEncoder(_HubEncoder):
     """TF Hub's encoder API: dict in (input_word_ids, input_mask, input_type_ids), dict out."""
 
-    @tf.function
+    @tf.function(autograph=False)  # plain Python control flow only; autograph would slow tracing
     def __call__(self, inputs, training=False):
         pooled, sequence, layers = self.core.encode(
             inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"], training)

@@ -17,6 +17,7 @@ import numpy as np
 
 from export.config import BertConfig, parse_bert_config
 from export.errors import InputError, VerificationError
+from export.process import environment_for_consumers
 
 TOLERANCE = 1e-5
 
@@ -132,8 +133,9 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
     from export.reference import reference_forward
 
     batches = fixed_batches(config)
-    results = run_saved_model(saved_model_dir, export_format, batches)
+    # The reference first: its layer-at-a-time working set is gone before the SavedModel loads.
     reference = reference_forward(config, open_checkpoint(checkpoint_path).read, batches)
+    results = run_saved_model(saved_model_dir, export_format, batches)
     figures = compare_to_reference(results, reference, batches)
     passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())
     return VerificationReport(passed, tolerance, figures, describe_batches(batches))
@@ -144,7 +146,8 @@ def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: Be
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
     command = [sys.executable, "-m", "export.verify", saved_model_dir, export_format,
                json.dumps(config.to_json_dict()), checkpoint_path, repr(tolerance)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env = environment_for_consumers()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
