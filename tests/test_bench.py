@@ -1,0 +1,45 @@
+"""Keeps scripts/bench.py working (a tiny smoke run) and checks its process-tree RSS sampling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "scripts", "bench.py")
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_rss_is_summed_over_the_whole_process_tree():
+    """Two grandchildren holding 300 MiB each at once must count as 600 MiB, not 300."""
+    bench = _bench_module()
+    hold = f"{sys.executable} -c 'import time; x = bytearray(300 << 20); time.sleep(1.5)'"
+    m = bench.measure([["bash", "-c", f"{hold} & {hold} & wait"]], dict(os.environ))
+    assert m.peak_tree_rss_bytes >= 2 * 300 * 2 ** 20
+    assert 1.4 < m.wall_seconds < 30
+
+
+def test_bench_smoke_tiny(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, BENCH, "--size=tiny", "--runs=1", "--latency_calls=3",
+                           f"--json={out}", f"--cache_dir={tmp_path / 'cache'}"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| tiny | export wall, no verification |" in proc.stdout
+    data = json.loads(out.read_text())
+    (result,) = data["results"]
+    assert set(result["ratios"]) == set(data["targets"])
+    for key in ("ours_verify_wall", "ours_noverify_wall", "reference_wall", "ours_verify_peak_rss",
+                "reference_peak_rss", "ours_serving_latency", "reference_serving_latency"):
+        assert result[key] > 0, key
+    assert all(len(runs) == 1 for runs in result["all_runs"].values())
