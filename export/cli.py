@@ -22,11 +22,14 @@ prepare_export_process()  # before TensorFlow is imported
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("bert_config_file", None, "google-research bert_config.json of the model.")
+flags.DEFINE_string("bert_config_file", None, "The model's bert_config.json (google-research) or config.json "
+                    "(Hugging Face). Default: the one in the checkpoint's directory.")
 flags.DEFINE_string("model_checkpoint_path", None,
                     "Checkpoint prefix (e.g. .../bert_model.ckpt), or a directory holding one. "
-                    "google-research TF1 and tf-models TF2 checkpoints are detected automatically.")
-flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt; copied into the SavedModel as an asset.")
+                    "google-research TF1, tf-models TF2 and Hugging Face safetensors checkpoints "
+                    "are detected automatically.")
+flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt; copied into the SavedModel as an asset. "
+                    "Default: vocab.txt in the checkpoint's directory.")
 flags.DEFINE_string("sp_model_file", None, "SentencePiece model (not supported yet; use --vocab_file).")
 flags.DEFINE_boolean("do_lower_case", None,
                      "Whether the model is uncased. Default: inferred from the vocab's content.")
@@ -78,7 +81,7 @@ def _options():
         raise InputError(f"--export_type={FLAGS.export_type!r} is not supported yet (only 'model')")
     if FLAGS.demo:
         _demo_inputs()
-    for name in ("bert_config_file", "model_checkpoint_path", "vocab_file", "export_path"):
+    for name in ("model_checkpoint_path", "export_path"):
         if not FLAGS[name].value:
             raise InputError(f"--{name} is required (or pass --demo)")
     return ExportOptions(

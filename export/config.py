@@ -1,4 +1,5 @@
-"""Stage 1: the BERT config JSON (google-research `bert_config.json`), parsed and validated."""
+"""Stage 1: the BERT config JSON (google-research `bert_config.json` or Hugging Face `config.json`),
+parsed and validated."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ from typing import Any
 
 from export.errors import InputError, read_input_text
 
-# hidden_act as written in google-research / tf-models configs -> the function it denotes there.
-# google-research BERT's "gelu" is the tanh approximation, and tf-models follows it.
+# hidden_act -> the function it denotes, per convention. What a name means depends on the code
+# that trained the checkpoint: google-research BERT's "gelu" is the tanh approximation (tf-models
+# follows it); Hugging Face's "gelu" is exact erf, its tanh forms are "gelu_new" and
+# "gelu_pytorch_tanh". The convention is the checkpoint's (see `with_convention`).
+GOOGLE = "google-research"
+HUGGING_FACE = "huggingface"
 ACTIVATIONS = {
-    "gelu": "gelu_tanh",
-    "gelu_new": "gelu_tanh",
-    "relu": "relu",
+    GOOGLE: {"gelu": "gelu_tanh", "gelu_new": "gelu_tanh", "relu": "relu"},
+    HUGGING_FACE: {"gelu": "gelu_erf", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                   "relu": "relu"},
 }
 
 # Refuse configs whose tensors could not sensibly be allocated, before any allocation.
@@ -37,11 +42,19 @@ class BertConfig:
     attention_probs_dropout_prob: float = 0.1
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
+    activation_convention: str = GOOGLE
 
     @property
     def activation(self) -> str:
         """The activation function the source means: `gelu_tanh`, `gelu_erf` or `relu`."""
-        return ACTIVATIONS[self.hidden_act]
+        return ACTIVATIONS[self.activation_convention][self.hidden_act]
+
+    def with_convention(self, convention: str, source: str) -> "BertConfig":
+        """This config read with the checkpoint's meaning of `hidden_act`."""
+        if self.hidden_act not in ACTIVATIONS[convention]:
+            raise InputError(f"{source}: hidden_act {self.hidden_act!r} is not a {convention} activation "
+                             f"(supported: {', '.join(sorted(ACTIVATIONS[convention]))})")
+        return dataclasses.replace(self, activation_convention=convention)
 
     @property
     def head_size(self) -> int:
@@ -85,9 +98,14 @@ def parse_bert_config(data: Any, source: str) -> BertConfig:
             f"{source}: hidden_size={values['hidden_size']} is not divisible by "
             f"num_attention_heads={values['num_attention_heads']}")
     act = data.get("hidden_act", "gelu")
-    if act not in ACTIVATIONS:
-        raise InputError(f"{source}: unknown hidden_act {act!r} (supported: {', '.join(sorted(ACTIVATIONS))})")
+    known = set().union(*ACTIVATIONS.values())
+    if act not in known:
+        raise InputError(f"{source}: unknown hidden_act {act!r} (supported: {', '.join(sorted(known))})")
     values["hidden_act"] = act
+    convention = data.get("activation_convention", HUGGING_FACE if "model_type" in data else GOOGLE)
+    if convention not in ACTIVATIONS:
+        raise InputError(f"{source}: unknown activation_convention {convention!r}")
+    values["activation_convention"] = convention
     for name in _PROBABILITY_FIELDS + ("initializer_range",):
         if name in data:
             value = data[name]
@@ -105,7 +123,13 @@ def parse_bert_config(data: Any, source: str) -> BertConfig:
         raise InputError(
             f"{source}: embedding_size={embedding_size} differs from hidden_size={values['hidden_size']}; "
             "factorized (ALBERT-style) embeddings are not supported")
+    if data.get("model_type", "bert") != "bert":
+        raise InputError(f"{source}: model_type {data['model_type']!r} is not a BERT")
+    if data.get("position_embedding_type", "absolute") != "absolute":
+        raise InputError(f"{source}: position_embedding_type {data['position_embedding_type']!r} is not "
+                         "supported (only absolute)")
     config = BertConfig(**values)
+    config.with_convention(config.activation_convention, source)
     if config.parameter_count() > MAX_PARAMETERS:
         raise InputError(f"{source}: the config describes {config.parameter_count():,} parameters, "
                          f"more than the supported {MAX_PARAMETERS:,}")

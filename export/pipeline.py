@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ from absl import logging
 import export
 from export import writer
 from export.config import BertConfig, load_bert_config
-from export.errors import InputError, VerificationError
+from export.errors import InputError, VerificationError, read_input_text
 from export.report import ExportReport, hash_file, runtime_versions
 from export.vocab import decide_do_lower_case, read_vocab
 from export.weights import check_checkpoint
@@ -51,10 +52,31 @@ class ExportResult:
 @dataclasses.dataclass
 class _Validated:
     config: BertConfig
+    config_path: str
     reader: object
     vocab_path: str
     casing: object
     warnings: list[str]
+
+
+def _beside_checkpoint(checkpoint_path: str, names: tuple[str, ...]) -> str | None:
+    """A file the checkpoint's own directory holds (model directories ship config and vocab)."""
+    directory = checkpoint_path if os.path.isdir(checkpoint_path) else os.path.dirname(checkpoint_path)
+    for name in names:
+        if os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    return None
+
+
+def _tokenizer_config_casing(checkpoint_path: str) -> tuple[str, bool] | None:
+    path = _beside_checkpoint(checkpoint_path, ("tokenizer_config.json",))
+    if path is None:
+        return None
+    try:
+        value = json.loads(read_input_text(path, "tokenizer_config.json")).get("do_lower_case")
+    except (ValueError, AttributeError) as e:
+        raise InputError(f"{path}: not a valid tokenizer_config.json ({e})") from e
+    return (os.path.basename(path), value) if isinstance(value, bool) else None
 
 
 def validate_inputs(opts: ExportOptions) -> _Validated:
@@ -66,23 +88,36 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
     if opts.version is not None and opts.version <= 0:
         raise InputError(f"--version must be a positive integer, got {opts.version}")
     writer.check_export_path(opts.export_path)
-    if not opts.bert_config_file:
-        raise InputError("--bert_config_file is required")
-    if not opts.vocab_file:
-        raise InputError("--vocab_file is required")
-    config = load_bert_config(opts.bert_config_file)
-    config_name = os.path.basename(opts.bert_config_file)
-    vocab = read_vocab(opts.vocab_file)
+    if not opts.model_checkpoint_path:
+        raise InputError("--model_checkpoint_path is required")
+    config_path = opts.bert_config_file or _beside_checkpoint(
+        opts.model_checkpoint_path, ("bert_config.json", "config.json"))
+    if not config_path:
+        raise InputError("--bert_config_file is required (the checkpoint's directory holds no "
+                         "bert_config.json or config.json)")
+    vocab_path = opts.vocab_file or _beside_checkpoint(opts.model_checkpoint_path, ("vocab.txt",))
+    if not vocab_path:
+        raise InputError("--vocab_file is required (the checkpoint's directory holds no vocab.txt)")
+    for flag, given, used in (("--bert_config_file", opts.bert_config_file, config_path),
+                              ("--vocab_file", opts.vocab_file, vocab_path)):
+        if not given:
+            logging.info("%s not given: using %s from the checkpoint's directory", flag, used)
+    config = load_bert_config(config_path)
+    config_name = os.path.basename(config_path)
+    vocab = read_vocab(vocab_path)
     if vocab.size != config.vocab_size:
-        raise InputError(f"{os.path.basename(opts.vocab_file)} has {vocab.size} lines but {config_name} says "
+        raise InputError(f"{os.path.basename(vocab_path)} has {vocab.size} lines but {config_name} says "
                          f"vocab_size={config.vocab_size}")
     reader = open_checkpoint(opts.model_checkpoint_path)
+    # What `hidden_act` means is decided by the code that trained the checkpoint, not the config file.
+    config = config.with_convention(reader.activation_convention, config_name)
     warnings = check_checkpoint(reader, config, config_name, strict=opts.strict)
-    _check_not_inside_sources(opts.export_path, reader.source_files + [opts.vocab_file, opts.bert_config_file])
-    casing, casing_warning = decide_do_lower_case(vocab, opts.do_lower_case)
+    _check_not_inside_sources(opts.export_path, reader.source_files + [vocab_path, config_path])
+    casing, casing_warning = decide_do_lower_case(vocab, opts.do_lower_case,
+                                                  _tokenizer_config_casing(opts.model_checkpoint_path))
     if casing_warning:
         warnings.append(casing_warning)
-    return _Validated(config, reader, opts.vocab_file, casing, warnings)
+    return _Validated(config, config_path, reader, vocab_path, casing, warnings)
 
 
 def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
@@ -142,7 +177,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
                     f"({_worst_entry(result.figures)})" + (f"; kept at {kept}" if kept else ""))
 
         tf_version, python_version = runtime_versions()
-        sources = [hash_file(opts.bert_config_file, "bert_config"), hash_file(v.vocab_path, "vocab")]
+        sources = [hash_file(v.config_path, "bert_config"), hash_file(v.vocab_path, "vocab")]
         sources += [hash_file(path, "checkpoint") for path in v.reader.source_files]
         timings["total"] = time.monotonic() - start
         report = ExportReport(
@@ -150,6 +185,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
             python_version=python_version, export_format=opts.export_format,
             checkpoint_format=v.reader.format_name, checkpoint_description=v.reader.description,
             version=version, sources=sources, config=v.config.to_json_dict(), activation=v.config.activation,
+            activation_convention=v.config.activation_convention, untrained_weights=dict(v.reader.untrained),
             do_lower_case=v.casing.do_lower_case, do_lower_case_decided_by=v.casing.how,
             variable_count=variable_count, parameter_count=parameter_count, warnings=v.warnings,
             timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification)

@@ -35,6 +35,8 @@ class ExportReport:
     sources: list[SourceFile]
     config: dict
     activation: str
+    activation_convention: str
+    untrained_weights: dict[str, str]
     do_lower_case: bool
     do_lower_case_decided_by: str
     variable_count: int
@@ -51,10 +53,14 @@ class ExportReport:
             f"checkpoint: {self.checkpoint_description} [{self.checkpoint_format}]",
             f"config: L={self.config['num_hidden_layers']} H={self.config['hidden_size']} "
             f"A={self.config['num_attention_heads']} I={self.config['intermediate_size']} "
-            f"V={self.config['vocab_size']} activation={self.activation}",
+            f"V={self.config['vocab_size']} hidden_act={self.config['hidden_act']!r} read as {self.activation} "
+            f"({self.activation_convention} convention)",
             f"do_lower_case: {self.do_lower_case} ({self.do_lower_case_decided_by})",
             f"format: {self.export_format}; {self.variable_count} variables, {self.parameter_count:,} parameters",
         ]
+        if self.untrained_weights:
+            lines.append(f"UNTRAINED: {', '.join(sorted(self.untrained_weights))} "
+                         f"({'; '.join(sorted(set(self.untrained_weights.values())))})")
         if self.verification is None:
             lines.append("verification: skipped (--noverify)")
         else:

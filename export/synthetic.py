@@ -113,7 +113,8 @@ def write_vocab(path: str, vocab_size: int, cased: bool) -> str:
 
 def write_config(path: str, config: BertConfig) -> str:
     data = dataclasses.asdict(config)
-    data.pop("layer_norm_eps")  # not a google-research field
+    data.pop("layer_norm_eps")  # not google-research fields
+    data.pop("activation_convention")
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
     return path

@@ -131,10 +131,13 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
     """Compares the SavedModel at `saved_model_dir` with the numpy reference of the checkpoint."""
     from export.checkpoints import open_checkpoint
     from export.reference import reference_forward
+    from export.weights import check_checkpoint
 
     batches = fixed_batches(config)
+    reader = open_checkpoint(checkpoint_path)
+    check_checkpoint(reader, config, "config")  # also declares the weights the exporter initialised
     # The reference first: its layer-at-a-time working set is gone before the SavedModel loads.
-    reference = reference_forward(config, open_checkpoint(checkpoint_path).read, batches)
+    reference = reference_forward(config, reader.read, batches)
     results = run_saved_model(saved_model_dir, export_format, batches)
     figures = compare_to_reference(results, reference, batches)
     passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())

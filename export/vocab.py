@@ -22,13 +22,12 @@ class Vocab:
         return len(self.tokens)
 
     def content_is_uncased(self) -> bool:
-        """True iff no ordinary token (not a [reserved] one) holds an uppercase letter."""
-        for token in self.tokens:
-            if _RESERVED.match(token):
-                continue
-            if any(ch.isupper() for ch in token):
-                return False
-        return True
+        """True iff lowercasing changes no ordinary token (reserved ones like [CLS] aside).
+
+        Lowercasing, not `isupper`: uncased vocabs hold symbols such as 'ℝ' that are uppercase
+        letters without a lowercase form, which an uncased tokenizer keeps as they are.
+        """
+        return all(token == token.lower() for token in self.tokens if not _RESERVED.match(token))
 
 
 def read_vocab(path: str) -> Vocab:
@@ -58,14 +57,23 @@ class CasingDecision:
     how: str  # "flag", "flag (contradicts vocab content)" or "inferred from vocab content"
 
 
-def decide_do_lower_case(vocab: Vocab, flag_value: bool | None) -> tuple[CasingDecision, str | None]:
-    """Returns the decision and, when the explicit flag contradicts the vocab, a warning."""
+def decide_do_lower_case(vocab: Vocab, flag_value: bool | None,
+                         tokenizer_config: tuple[str, bool] | None = None) -> tuple[CasingDecision, str | None]:
+    """Decides casing: the flag, else the checkpoint's tokenizer_config.json ((file name, value)),
+    else the vocab's content. Returns the decision and, when the source contradicts the vocab's
+    content, a warning."""
     uncased = vocab.content_is_uncased()
-    if flag_value is None:
-        kind = "uncased (no uppercase letters in ordinary tokens)" if uncased else "cased (uppercase letters found)"
+    looks = "uncased" if uncased else "cased"
+    if flag_value is not None:
+        value, source, how = flag_value, f"--do_lower_case={flag_value}", "flag"
+    elif tokenizer_config is not None:
+        name, value = tokenizer_config
+        source, how = f"{name} (do_lower_case={value})", f"from {name}"
+    else:
+        kind = "uncased (lowercasing changes no ordinary token)" if uncased else "cased (tokens with uppercase letters)"
         return CasingDecision(uncased, f"inferred from vocab content: {kind}"), None
-    if flag_value != uncased:
-        warning = (f"--do_lower_case={flag_value} contradicts {os.path.basename(vocab.path)}, whose content looks "
-                   f"{'uncased' if uncased else 'cased'}; keeping the flag")
-        return CasingDecision(flag_value, "flag (contradicts vocab content)"), warning
-    return CasingDecision(flag_value, "flag (agrees with vocab content)"), None
+    if value != uncased:
+        warning = (f"{source} contradicts {os.path.basename(vocab.path)}, whose content looks {looks}; "
+                   f"keeping {how}")
+        return CasingDecision(value, f"{how} (contradicts vocab content)"), warning
+    return CasingDecision(value, f"{how} (agrees with vocab content)"), None

@@ -29,6 +29,14 @@ LAYER_SUFFIXES = (
 )
 POOLER_NAMES = ("pooler/kernel", "pooler/bias")
 
+# Weight classes a checkpoint may lack and still export (with a loud warning, or an error with
+# --strict): name -> (canonical names, what exporting without them means).
+OPTIONAL_CLASSES = {
+    "pooler": (POOLER_NAMES, "pooled_output is UNTRAINED (randomly initialised pooler); "
+                             "sequence_output is unaffected"),
+    "token type embeddings": (("embeddings/type",), "initialised to zeros: input_type_ids have no effect"),
+}
+
 
 def layer_name(index: int, suffix: str) -> str:
     return f"layer_{index}/{suffix}"
@@ -84,6 +92,18 @@ def check_checkpoint(reader: "CheckpointReader", config: BertConfig, config_name
                              f"vocab_size={config.vocab_size}")
     expected = expected_shapes(config)
     missing = [name for name in expected if name not in reader.tensors]
+    warnings = []
+    for tensor_class, (names, consequence) in OPTIONAL_CLASSES.items():
+        if not set(names) <= set(missing):
+            continue
+        message = (f"{ckpt} has no {tensor_class} ({', '.join(reader.source_name_for(n) for n in names)}): "
+                   f"{consequence}")
+        if strict:
+            raise InputError(message + " (--strict)")
+        for name in names:
+            reader.initialise_missing(name, expected[name], consequence, config.initializer_range)
+            missing.remove(name)
+        warnings.append("UNTRAINED WEIGHTS: " + message)
     if missing:
         raise InputError(f"{ckpt} lacks {len(missing)} encoder variable(s): "
                          + ", ".join(reader.source_name_for(m) for m in missing[:12])
@@ -95,10 +115,10 @@ def check_checkpoint(reader: "CheckpointReader", config: BertConfig, config_name
                          + (f"; ... ({len(wrong)} in all)" if len(wrong) > 6 else ""))
     unexpected = reader.unexpected
     if not unexpected:
-        return []
+        return warnings
     message = (f"{ckpt} holds {len(unexpected)} unexpected variable(s), not exported: "
                + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else ""))
     if strict:
         raise InputError(message + " (--strict)")
-    return [message]
+    return warnings + [message]
 

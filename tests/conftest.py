@@ -59,7 +59,8 @@ def write_google_checkpoint(prefix: str, arrays: dict[str, np.ndarray]) -> str:
 
 
 def write_config(path: str, config: BertConfig, **overrides) -> str:
-    data = {k: v for k, v in vars(config).items() if k != "layer_norm_eps"} | overrides
+    data = {k: v for k, v in vars(config).items()
+            if k not in ("layer_norm_eps", "activation_convention")} | overrides
     with open(path, "w") as f:
         json.dump(data, f)
     return path

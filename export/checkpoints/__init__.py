@@ -1,12 +1,14 @@
 """Stage 2: checkpoint readers. `open_checkpoint` detects the format and returns its reader.
 
-Adding a format means one new module with a `looks_like_*` test and a `CheckpointReader`
-subclass, registered in `_FORMATS` below.
+Adding a format means one new module with a `CheckpointReader` subclass: TF checkpoint formats
+register a `looks_like_*` test in `_FORMATS` below; Hugging Face safetensors are recognised by
+their files.
 """
 
 from __future__ import annotations
 
 from export.checkpoints.base import CheckpointReader, SourceTensor
+from export.checkpoints.hf import HFCheckpointReader, safetensors_files
 from export.checkpoints.tf1 import TF1CheckpointReader, looks_like_tf1
 from export.checkpoints.tf2 import TF2CheckpointReader, looks_like_tf2
 from export.checkpoints.tf_files import TFCheckpointFiles, resolve_prefix
@@ -22,6 +24,9 @@ __all__ = ["CheckpointReader", "SourceTensor", "open_checkpoint"]
 
 def open_checkpoint(path: str) -> CheckpointReader:
     """Opens the checkpoint at `path` (prefix, file or directory) with the reader for its format."""
+    hf_files = safetensors_files(path) if path else None
+    if hf_files:
+        return HFCheckpointReader(hf_files, path)
     files = TFCheckpointFiles(resolve_prefix(path))
     names = sorted(files.shapes)
     for looks_like, reader in _FORMATS:
@@ -29,4 +34,5 @@ def open_checkpoint(path: str) -> CheckpointReader:
             return reader(files)
     shown = ", ".join(names[:6]) + (f", ... ({len(names)} variables)" if len(names) > 6 else "")
     raise InputError(f"{files.prefix}: not a BERT checkpoint this tool reads (expected google-research "
-                     f"'bert/...' or tf-models 'encoder/...' variables; found: {shown or 'no variables'})")
+                     f"'bert/...' or tf-models 'encoder/...' variables, or Hugging Face model.safetensors; "
+                     f"found: {shown or 'no variables'})")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
 
+from export.config import GOOGLE
 from export.errors import InputError
 
 # How a source tensor's dims merge into the canonical 1-D / 2-D layout.
@@ -20,6 +22,7 @@ KEEP = "keep"          # already canonical
 MERGE_TRAILING = "trailing"  # [in, heads, head_size] -> [in, heads * head_size]
 MERGE_LEADING = "leading"    # [heads, head_size, out] -> [heads * head_size, out]
 MERGE_ALL = "all"      # [heads, head_size] -> [heads * head_size]
+TRANSPOSE = "transpose"  # [out, in] (torch Linear) -> [in, out]
 
 
 def merged_shape(shape: tuple[int, ...], merge: str) -> tuple[int, ...]:
@@ -31,6 +34,8 @@ def merged_shape(shape: tuple[int, ...], merge: str) -> tuple[int, ...]:
         return (int(np.prod(shape[:-1])), shape[-1])
     if merge == MERGE_ALL:
         return (int(np.prod(shape)),)
+    if merge == TRANSPOSE:
+        return tuple(reversed(shape))
     raise ValueError(f"unknown merge rule {merge!r}")
 
 
@@ -51,6 +56,7 @@ class CheckpointReader(abc.ABC):
 
     format_name: str = ""
     description: str = ""
+    activation_convention: str = GOOGLE  # what this format's code means by `hidden_act`
 
     @property
     @abc.abstractmethod
@@ -62,6 +68,9 @@ class CheckpointReader(abc.ABC):
         self.tensors: dict[str, SourceTensor] = {}  # canonical name -> where it is stored
         self.unexpected: list[str] = []  # neither encoder weights nor known, skippable extras
         self.num_layers = 0  # transformer layers present in the checkpoint
+        self.untrained: dict[str, str] = {}  # canonical name -> why it is initialised, not read
+        self._initial_shapes: dict[str, tuple[int, ...]] = {}
+        self._initial_stddev = 0.02
 
     @abc.abstractmethod
     def _read_source(self, name: str) -> np.ndarray:
@@ -76,14 +85,34 @@ class CheckpointReader(abc.ABC):
         """How this format would name a canonical weight (for messages about missing ones)."""
         return canonical_name
 
+    def initialise_missing(self, canonical_name: str, shape: tuple[int, ...], why: str,
+                           stddev: float = 0.02) -> None:
+        """Declares a weight the checkpoint lacks as untrained: initialised as tf-models initialises
+        it (truncated normal for kernels, zeros for biases), deterministically from its name, so that
+        the exporter and the verifier's reference see the same values."""
+        self.untrained[canonical_name] = why
+        self._initial_shapes[canonical_name] = shape
+        self._initial_stddev = stddev
+
+    def _initial_value(self, canonical_name: str) -> np.ndarray:
+        shape = self._initial_shapes[canonical_name]
+        if len(shape) == 1 or canonical_name.startswith("embeddings/"):
+            return np.zeros(shape, np.float32)
+        seed = int.from_bytes(hashlib.sha256(canonical_name.encode()).digest()[:8], "little")
+        values = np.random.default_rng(seed).standard_normal(shape)
+        return (np.clip(values, -2.0, 2.0) * self._initial_stddev).astype(np.float32)
+
     def read(self, canonical_name: str) -> np.ndarray:
         """Reads one canonical weight as float32 in canonical layout."""
+        if canonical_name in self.untrained:
+            return self._initial_value(canonical_name)
         source = self.tensors[canonical_name]
         array = self._read_source(source.name)
         if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
             raise InputError(f"{self.display_name}: variable {source.name} has dtype {array.dtype}, "
                              "expected floating point")
-        array = np.asarray(array, dtype=np.float32).reshape(source.canonical_shape)
+        array = np.asarray(array, dtype=np.float32)
+        array = array.T if source.merge == TRANSPOSE else array.reshape(source.canonical_shape)
         if not np.isfinite(array).all():
             raise InputError(f"{self.display_name}: variable {source.name} contains NaN or Inf values")
         return array
