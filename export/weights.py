@@ -109,7 +109,8 @@ def check_checkpoint(reader: "CheckpointReader", config: BertConfig, config_name
                          + ", ".join(reader.source_name_for(m) for m in missing[:12])
                          + (" ..." if len(missing) > 12 else ""))
     wrong = [f"{reader.tensors[name].name} is {list(reader.tensors[name].shape)}, expected {list(shape)}"
-             for name, shape in expected.items() if reader.tensors[name].canonical_shape != shape]
+             for name, shape in expected.items()
+             if name in reader.tensors and reader.tensors[name].canonical_shape != shape]
     if wrong:
         raise InputError(f"{ckpt} does not match {config_name}: " + "; ".join(wrong[:6])
                          + (f"; ... ({len(wrong)} in all)" if len(wrong) > 6 else ""))

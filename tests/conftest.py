@@ -101,7 +101,7 @@ def make_tf1_model(directory, config=TINY, seed=0, cased=True, extras=True) -> M
     return model
 
 
-def tf_models_encoder_v2(config: BertConfig, weights: dict[str, np.ndarray]):
+def tf_models_encoder_v2(config: BertConfig, weights: dict[str, np.ndarray], approximate_gelu: bool = True):
     """tf-models' BertEncoderV2 holding `weights` (kernels reshaped to its [H, A, d] layouts)."""
     from official.nlp.modeling import networks
 
@@ -110,7 +110,7 @@ def tf_models_encoder_v2(config: BertConfig, weights: dict[str, np.ndarray]):
         vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_layers=config.num_hidden_layers,
         num_attention_heads=a, inner_dim=config.intermediate_size,
         max_sequence_length=config.max_position_embeddings, type_vocab_size=config.type_vocab_size,
-        inner_activation=lambda x: tf.nn.gelu(x, approximate=True))
+        inner_activation=lambda x: tf.nn.gelu(x, approximate=approximate_gelu))
     dummy = tf.zeros([1, 2], tf.int32)
     enc(dict(input_word_ids=dummy, input_mask=dummy + 1, input_type_ids=dummy))
     enc._embedding_layer.embeddings.assign(weights["embeddings/word"])

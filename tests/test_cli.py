@@ -79,12 +79,16 @@ def test_overwrite_replaces_a_version_in_place(tf1_model, tmp_path):
         assert '"export_format": "v2"' in f.read()
 
 
-def test_demo_runs_and_prints_path_last(tmp_path):
-    proc = run_cli("--demo", f"--demo_dir={tmp_path / 'demo'}", f"--export_path={tmp_path / 'out'}")
+def test_demo_exports_the_real_model_and_prints_path_last(tmp_path):
+    proc = run_cli("--demo", f"--export_path={tmp_path / 'out'}", console_script=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == str(tmp_path / "out" / "1")
     assert any(line.startswith("verification: PASSED") for line in lines)
+    assert any("[huggingface]" in line for line in lines)
+    assert any(line.startswith("paraphrases score") for line in lines)
+    refused = run_cli("--demo", f"--vocab_file={tmp_path}/v.txt", f"--export_path={tmp_path / 'out'}")
+    assert_one_line_error(refused, "--demo", "--vocab_file")
 
 
 def _bad_config(model_dir, **overrides):
