@@ -1,7 +1,8 @@
 """`bert-export`: absl flags in, `export.pipeline.run_export` called, the version path printed last.
 
 Exit codes: 0 exported; 2 bad input (one line on stderr, nothing written); 3 verification failed;
-1 anything else (an internal error). `--verbose` adds tracebacks.
+4 the export could not be written (disk full...); 1 anything else (an internal error).
+`--verbose` adds tracebacks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 
 from absl import flags, logging  # noqa: E402
 
-from export.errors import InputError, VerificationError  # noqa: E402
+from export.errors import InputError, VerificationError, WriteError  # noqa: E402
 from export.process import prepare_export_process  # noqa: E402
 
 prepare_export_process()  # before TensorFlow is imported
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         from export.pipeline import run_export
 
         result = run_export(_options())
-    except (InputError, VerificationError) as e:
+    except (InputError, VerificationError, WriteError) as e:
         return _fail(str(e), e.exit_code)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]

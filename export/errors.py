@@ -12,6 +12,15 @@ class InputError(Exception):
     exit_code = 2
 
 
+class WriteError(Exception):
+    """The export could not be written (disk full, file too large, I/O error): exit code 4.
+
+    Nothing is published and the temporary directory is removed.
+    """
+
+    exit_code = 4
+
+
 class VerificationError(Exception):
     """The exported SavedModel does not compute what the checkpoint computes: exit code 3."""
 

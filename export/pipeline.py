@@ -20,7 +20,8 @@ from absl import logging
 import export
 from export import writer
 from export.config import BertConfig, load_bert_config
-from export.errors import InputError, VerificationError, read_input_text
+from export.errors import InputError, VerificationError, WriteError, read_input_text
+from export.faults import fault_point
 from export.report import ExportReport, hash_file, runtime_versions
 from export.vocab import decide_do_lower_case, read_vocab
 from export.weights import check_checkpoint
@@ -133,6 +134,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
     timings: dict[str, float] = {}
     start = time.monotonic()
     v = validate_inputs(opts)
+    fault_point("validated")
     for warning in v.warnings:
         logging.warning("%s", warning)
     logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
@@ -143,7 +145,9 @@ def run_export(opts: ExportOptions) -> ExportResult:
     timings["validate_and_import"] = time.monotonic() - start
     t = time.monotonic()
     obj = build_hub_encoder(v.config, v.reader.read, opts.export_format, v.vocab_path, v.casing.do_lower_case)
+    fault_point("weights_read")
     signatures = obj.trace()
+    fault_point("traced")
     timings["read_and_trace"] = time.monotonic() - t
     variable_count = len(obj.trainable_variables)
     parameter_count = sum(int(w.shape.num_elements()) for w in obj.trainable_variables)
@@ -152,11 +156,13 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
     for stale in writer.remove_stale_temp_dirs(opts.export_path):
         logging.info("removed stale temporary directory %s", stale)
-    temp_dir = writer.make_temp_dir(opts.export_path)
+    temp_dir = _writing(opts.export_path, lambda: writer.make_temp_dir(opts.export_path))
     try:
+        fault_point("temp_created")
         t = time.monotonic()
         with _quiet_absl_info():  # TF's saver logs internals (temporary paths, sharding) at INFO
-            tf.saved_model.save(obj, temp_dir, signatures=signatures)
+            _writing(opts.export_path, lambda: tf.saved_model.save(obj, temp_dir, signatures=signatures))
+        fault_point("saved")
         del obj, signatures
         gc.collect()  # the weights are on disk now; free them before the verifier loads its copy
         timings["save"] = time.monotonic() - t
@@ -166,10 +172,12 @@ def run_export(opts: ExportOptions) -> ExportResult:
             from export.verify import verify_in_fresh_process
 
             t = time.monotonic()
+            fault_point("verifier_started")
             result = verify_in_fresh_process(temp_dir, opts.export_format, v.config, v.reader.checkpoint_path)
             timings["verify"] = time.monotonic() - t
             verification = result.to_json_dict()
             logging.info("verification: max relative error %.3g (tolerance %g)", result.worst, result.tolerance)
+            fault_point("verified")
             if not result.passed:
                 kept = writer.keep_aside(temp_dir, opts.export_path, version) if opts.keep_failed else None
                 raise VerificationError(
@@ -190,19 +198,37 @@ def run_export(opts: ExportOptions) -> ExportResult:
             variable_count=variable_count, parameter_count=parameter_count, warnings=v.warnings,
             timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification)
         report_path = os.path.join(temp_dir, writer.REPORT_RELATIVE_PATH)
-        os.makedirs(os.path.dirname(report_path), exist_ok=True)
+        _writing(opts.export_path, lambda: os.makedirs(os.path.dirname(report_path), exist_ok=True))
 
         def write_report(final_version: int) -> None:  # the number is final only at publication
             report.version = final_version
             with open(report_path, "w") as f:
                 f.write(report.to_json())
 
+        def write_report_checked(final_version: int) -> None:
+            _writing(opts.export_path, lambda: write_report(final_version))
+            fault_point("report_written")
+
         final = writer.publish(temp_dir, opts.export_path, version, opts.version is not None, opts.overwrite,
-                               before_rename=write_report)
+                               before_rename=write_report_checked)
+        fault_point("published")
         return ExportResult(final, report)
     finally:
         if os.path.isdir(temp_dir):
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _writing(path: str, write):
+    """Runs `write`; a failure of the disk (full, file too large, I/O) becomes one clear WriteError."""
+    import tensorflow as tf
+
+    try:
+        return write()
+    except (OSError, tf.errors.OpError) as e:
+        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+        reason = [line for line in str(reason).splitlines() if line.strip()][-1:] or ["unknown error"]
+        raise WriteError(f"--export_path: cannot write under {path}: {reason[0].strip()} "
+                         "(disk full or quota?); nothing was published") from e
 
 
 @contextlib.contextmanager

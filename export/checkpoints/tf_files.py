@@ -75,7 +75,7 @@ class TFCheckpointFiles:
 
         try:
             return self._reader.get_tensor(name)
-        except (tf.errors.OpError, ValueError) as e:
+        except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:  # IndexError: truncated
             message = getattr(e, "message", str(e)).splitlines()[0]
             raise InputError(f"{os.path.basename(self.prefix)}: cannot read variable {name} "
                              f"(truncated or corrupt .data file? {message})") from e
