@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -19,11 +20,12 @@ from absl import logging
 
 import export
 from export import writer
+from export.checkpoints.base import CheckpointReader
 from export.config import BertConfig, load_bert_config
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
 from export.report import ExportReport, hash_file, runtime_versions
-from export.vocab import decide_do_lower_case, read_vocab
+from export.vocab import CasingDecision, decide_do_lower_case, read_vocab
 from export.weights import check_checkpoint
 
 EXPORT_FORMATS = ("legacy", "v2")
@@ -54,9 +56,9 @@ class ExportResult:
 class _Validated:
     config: BertConfig
     config_path: str
-    reader: object
+    reader: CheckpointReader
     vocab_path: str
-    casing: object
+    casing: CasingDecision
     warnings: list[str]
 
 
@@ -161,7 +163,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
         fault_point("temp_created")
         t = time.monotonic()
         with _quiet_absl_info():  # TF's saver logs internals (temporary paths, sharding) at INFO
-            _writing(opts.export_path, lambda: tf.saved_model.save(obj, temp_dir, signatures=signatures))
+            _writing(opts.export_path, functools.partial(tf.saved_model.save, obj, temp_dir, signatures=signatures))
         fault_point("saved")
         del obj, signatures
         gc.collect()  # the weights are on disk now; free them before the verifier loads its copy
@@ -202,20 +204,21 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
         def write_report(final_version: int) -> None:  # the number is final only at publication
             report.version = final_version
-            with open(report_path, "w") as f:
-                f.write(report.to_json())
-
-        def write_report_checked(final_version: int) -> None:
-            _writing(opts.export_path, lambda: write_report(final_version))
+            _writing(opts.export_path, lambda: _write_text(report_path, report.to_json()))
             fault_point("report_written")
 
         final = writer.publish(temp_dir, opts.export_path, version, opts.version is not None, opts.overwrite,
-                               before_rename=write_report_checked)
+                               before_rename=write_report)
         fault_point("published")
         return ExportResult(final, report)
     finally:
         if os.path.isdir(temp_dir):
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _writing(path: str, write):

@@ -5,11 +5,8 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-
-import pytest
 
 
 BERT_EXPORT = os.path.join(os.path.dirname(sys.executable), "bert-export")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY, call_export, google_research_names, random_batch, tf_models_encoder_v2, write_config, \
+from conftest import TINY, call_export, google_research_names, random_batch, tf_models_encoder_v2, \
     write_google_checkpoint
 from export import demo
 from export import model as model_module
