@@ -29,6 +29,8 @@ flags.DEFINE_string("model_checkpoint_path", None,
                     "Checkpoint prefix (e.g. .../bert_model.ckpt), or a directory holding one. "
                     "google-research TF1, tf-models TF2 and Hugging Face safetensors checkpoints "
                     "are detected automatically.")
+flags.DEFINE_string("config", None, "Name of a published TF Hub BERT whose bert_config.json ships in configs/ "
+                    "(e.g. bert_en_cased_L-24_H-1024_A-16), instead of --bert_config_file.")
 flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt; copied into the SavedModel as an asset. "
                     "Default: vocab.txt in the checkpoint's directory.")
 flags.DEFINE_string("sp_model_file", None, "SentencePiece model (not supported yet; use --vocab_file).")
@@ -73,6 +75,12 @@ def _options():
         raise InputError("--sp_model_file: SentencePiece vocabularies are not supported yet; pass --vocab_file")
     if FLAGS.export_type != "model":
         raise InputError(f"--export_type={FLAGS.export_type!r} is not supported yet (only 'model')")
+    if FLAGS.config:
+        if FLAGS.bert_config_file:
+            raise InputError("--config and --bert_config_file are mutually exclusive; pass one")
+        from export.config import config_path_for
+
+        FLAGS.bert_config_file = config_path_for(FLAGS.config)
     if FLAGS.demo:
         _demo_inputs()
     for name in ("model_checkpoint_path", "export_path"):

@@ -136,6 +136,28 @@ def parse_bert_config(data: Any, source: str) -> BertConfig:
     return config
 
 
+# The published TF Hub BERT family (scripts/make_configs.py writes it), usable as --config=<name>.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def known_config_names() -> list[str]:
+    if not os.path.isdir(CONFIGS_DIR):
+        return []
+    return sorted(name[:-5] for name in os.listdir(CONFIGS_DIR) if name.endswith(".json") and name != "cards.json")
+
+
+def config_path_for(name: str) -> str:
+    """The shipped bert_config.json of a published model, by name (e.g. bert_en_cased_L-24_H-1024_A-16)."""
+    names = known_config_names()
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=3) or names[:3]
+        raise InputError(f"--config: no shipped config named {name!r} (did you mean {', '.join(close)}? "
+                         f"{len(names)} in {CONFIGS_DIR})")
+    return os.path.join(CONFIGS_DIR, name + ".json")
+
+
 def load_bert_config(path: str) -> BertConfig:
     """Reads and validates `bert_config.json`; every problem is an InputError naming the file."""
     name = os.path.basename(path) or path

@@ -41,6 +41,15 @@ class CardMetadata:
     description: str = ""
 
     @classmethod
+    def for_published_model(cls, name: str) -> "CardMetadata":
+        """The card facts of a published TF Hub BERT (configs/cards.json)."""
+        from export.config import CONFIGS_DIR, config_path_for
+
+        config_path_for(name)  # a clear error for an unknown name
+        with open(os.path.join(CONFIGS_DIR, "cards.json"), encoding="utf-8") as f:
+            return cls(**json.load(f)[name])
+
+    @classmethod
     def from_json_file(cls, path: str) -> "CardMetadata":
         try:
             with open(path, encoding="utf-8") as f:

@@ -17,6 +17,7 @@ from export.errors import InputError  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model_dir", None, "A version directory written by bert-export (<export_path>/<N>).")
 flags.DEFINE_string("output_dir", None, "Where to write the tarball, SHA256SUMS, README.md and Kaggle metadata.")
+flags.DEFINE_string("config", None, "A published TF Hub BERT's name: its card facts come from configs/cards.json.")
 flags.DEFINE_string("card_metadata_file", None, "JSON with the card facts the export cannot tell "
                     "(model_name, dataset, language, license_name, owner_slug, model_slug, instance_slug, "
                     "description); the flags below override it.")
@@ -36,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("saved_model_dir", "output_dir"):
             if not FLAGS[name].value:
                 raise InputError(f"--{name} is required")
-        meta = CardMetadata.from_json_file(FLAGS.card_metadata_file) if FLAGS.card_metadata_file else CardMetadata()
+        if FLAGS.config and FLAGS.card_metadata_file:
+            raise InputError("--config and --card_metadata_file are mutually exclusive; pass one")
+        if FLAGS.config:
+            meta = CardMetadata.for_published_model(FLAGS.config)
+        elif FLAGS.card_metadata_file:
+            meta = CardMetadata.from_json_file(FLAGS.card_metadata_file)
+        else:
+            meta = CardMetadata()
         for name in _CARD_FLAGS:
             if FLAGS[name].value is not None:
                 setattr(meta, name, FLAGS[name].value)

@@ -96,3 +96,13 @@ def test_exports_of_the_same_input_have_identical_weights(tf1_model, tmp_path):
         assert run_cli(*tf1_model.flags(tmp_path / name, "--noverify")).returncode == 0
     assert filecmp.cmp(tmp_path / "a" / "1" / "variables" / "variables.data-00000-of-00001",
                        tmp_path / "b" / "1" / "variables" / "variables.data-00000-of-00001", shallow=False)
+
+
+def test_config_by_name(tf1_model, tmp_path):
+    flags = [f for f in tf1_model.flags(tmp_path / "b") if not f.startswith("--bert_config_file")]
+    proc = run_cli(*flags, "--config=bert_en_uncased_L-2_H-128_A-2")
+    assert_one_line_error(proc, "vocab.txt has 300 lines but bert_en_uncased_L-2_H-128_A-2.json says vocab_size=30522")
+    unknown = run_cli(*flags, "--config=bert_en_uncased_L-2_H-129_A-2")
+    assert_one_line_error(unknown, "--config", "did you mean", "bert_en_uncased_L-2_H-128_A-2")
+    both = run_cli(*tf1_model.flags(tmp_path / "b"), "--config=bert_en_uncased_L-2_H-128_A-2")
+    assert_one_line_error(both, "--config and --bert_config_file are mutually exclusive")

@@ -82,12 +82,12 @@ def test_card_and_kaggle_metadata_are_derived_from_the_export(exports, tmp_path)
 def test_card_for_the_seed_model_matches_the_seed_page():
     facts = ExportFacts(layers=24, hidden_size=1024, heads=16, vocab_size=28996, do_lower_case=False,
                         export_format="legacy", verification_figure=6.9e-6, parameter_count=333_579_264)
-    card = model_card(facts, CardMetadata(model_name="tensorflow/bert_en_cased_L-24_H-1024_A-16/1",
-                                          dataset="wikipedia-and-bookscorpus", language="en"), "handle")
+    card = model_card(facts, CardMetadata.for_published_model("bert_en_cased_L-24_H-1024_A-16"), "handle")
     assert card.startswith("# Module tensorflow/bert_en_cased_L-24_H-1024_A-16/1\n")
     assert SEED_METADATA in card
     assert "L=24 hidden layers (i.e., Transformer blocks), a hidden size of H=1024,\nand A=16 attention heads" in card
     assert "Inputs are cased" in card
+    assert "pre-trained for English on the Wikipedia and BooksCorpus" in card
     assert "pooled_output, sequence_output = bert_layer([input_word_ids, input_mask, segment_ids])" in card
 
 
@@ -104,3 +104,14 @@ def test_bert_package_cli(exports, tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a bert-export version directory" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_bert_package_takes_card_facts_of_a_published_model(exports, tmp_path):
+    proc = subprocess.run([BERT_PACKAGE, f"--saved_model_dir={exports('legacy')}", f"--output_dir={tmp_path / 'o'}",
+                           "--config=bert_en_uncased_L-4_H-256_A-4"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert card.startswith("# Module tensorflow/small_bert/bert_en_uncased_L-4_H-256_A-4/1\n")
+    assert "<!-- dataset: wikipedia-and-bookscorpus -->" in card and "Small BERTs" in card
+    # The model facts still come from the export, not from the name.
+    assert f"L={TINY.num_hidden_layers} hidden layers" in card
