@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 
 from export.errors import InputError
@@ -244,6 +245,12 @@ def kaggle_metadata(facts: ExportFacts, meta: CardMetadata, handle: str) -> dict
     }
 
 
+def _file_stem(model_name: str) -> str:
+    """A file name from a model name or TF Hub handle ('tensorflow/small_bert/x/1' -> 'x')."""
+    parts = [part for part in model_name.split("/") if part and not part.isdigit()]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", parts[-1]) if parts else ""
+
+
 @dataclasses.dataclass
 class PackageResult:
     tarball: str
@@ -253,7 +260,7 @@ class PackageResult:
 def package_export(version_dir: str, output_dir: str, meta: CardMetadata) -> PackageResult:
     """Writes the tarball, SHA256SUMS, the model card and the Kaggle metadata into `output_dir`."""
     facts = read_export_facts(version_dir)
-    name = meta.model_name or f"bert_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}"
+    name = _file_stem(meta.model_name) or f"bert_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}"
     os.makedirs(output_dir, exist_ok=True)
     tarball = os.path.join(output_dir, f"{name}.tar.gz")
     members = write_deterministic_tarball(version_dir, tarball)

@@ -110,6 +110,7 @@ def test_bert_package_takes_card_facts_of_a_published_model(exports, tmp_path):
     proc = subprocess.run([BERT_PACKAGE, f"--saved_model_dir={exports('legacy')}", f"--output_dir={tmp_path / 'o'}",
                            "--config=bert_en_uncased_L-4_H-256_A-4"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == str(tmp_path / "o" / "bert_en_uncased_L-4_H-256_A-4.tar.gz")
     card = (tmp_path / "o" / "README.md").read_text()
     assert card.startswith("# Module tensorflow/small_bert/bert_en_uncased_L-4_H-256_A-4/1\n")
     assert "<!-- dataset: wikipedia-and-bookscorpus -->" in card and "Small BERTs" in card
