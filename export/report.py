@@ -72,12 +72,17 @@ class ExportReport:
         return lines
 
 
-def hash_file(path: str, role: str) -> SourceFile:
+def sha256_of(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (checkpoints run to gigabytes)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return SourceFile(os.path.basename(path), role, os.path.getsize(path), digest.hexdigest())
+    return digest.hexdigest()
+
+
+def hash_file(path: str, role: str) -> SourceFile:
+    return SourceFile(os.path.basename(path), role, os.path.getsize(path), sha256_of(path))
 
 
 def runtime_versions() -> tuple[str, str]:

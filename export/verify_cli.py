@@ -26,7 +26,8 @@ flags.DEFINE_integer("max_extracted_bytes", 8 << 30, "Refuse archives that decla
 
 
 def _checksums(artifact: str) -> dict[str, str] | None:
-    from export.conformance import _sha256, read_sha256sums
+    from export.conformance import read_sha256sums
+    from export.report import sha256_of
 
     path = FLAGS.sha256sums or os.path.join(os.path.dirname(os.path.abspath(artifact)), "SHA256SUMS")
     if not os.path.isfile(path):
@@ -35,7 +36,7 @@ def _checksums(artifact: str) -> dict[str, str] | None:
         return None
     sums = read_sha256sums(path)
     name = os.path.basename(artifact)
-    if artifact.endswith(".tar.gz") and name in sums and sums[name] != _sha256(artifact):
+    if artifact.endswith(".tar.gz") and name in sums and sums[name] != sha256_of(artifact):
         raise InputError(f"{name}: SHA-256 does not match {path}: the download is corrupt or was altered")
     return sums
 
