@@ -11,6 +11,7 @@ import abc
 import dataclasses
 import hashlib
 import os
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -37,6 +38,21 @@ def merged_shape(shape: tuple[int, ...], merge: str) -> tuple[int, ...]:
     if merge == TRANSPOSE:
         return tuple(reversed(shape))
     raise ValueError(f"unknown merge rule {merge!r}")
+
+
+def invert_tables(canonical_name: str, top: Iterable[tuple[str, str]], per_layer: Iterable[tuple[str, str]],
+                  layer_name: Callable[[str, str], str]) -> str | None:
+    """A reader's source name for a canonical weight, from its (source, canonical) tables:
+    `top` for whole names, `per_layer` for suffixes inside a layer, `layer_name(index, source
+    suffix)` to spell a layer's variable. None when the tables have no such weight."""
+    for source, canonical in top:
+        if canonical == canonical_name:
+            return source
+    layer, _, suffix = canonical_name.partition("/")
+    for source, canonical in per_layer:
+        if canonical == suffix:
+            return layer_name(layer.removeprefix("layer_"), source)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from export.checkpoints.base import KEEP, TRANSPOSE, CheckpointReader, SourceTensor
+from export.checkpoints.base import KEEP, TRANSPOSE, CheckpointReader, SourceTensor, invert_tables
 from export.config import HUGGING_FACE
 from export.errors import InputError
 
@@ -134,15 +134,10 @@ class HFCheckpointReader(CheckpointReader):
         return self._path
 
     def source_name_for(self, canonical_name: str) -> str:
-        prefix = "bert." if self._prefixed else ""
-        for name, (canonical, _) in _TOP.items():
-            if canonical == canonical_name:
-                return prefix + name
-        layer, _, suffix = canonical_name.partition("/")
-        for name, (canonical, _) in _LAYER_SUFFIXES.items():
-            if canonical == suffix:
-                return f"{prefix}encoder.layer.{layer.removeprefix('layer_')}.{name}"
-        return canonical_name
+        name = invert_tables(canonical_name, ((n, c) for n, (c, _) in _TOP.items()),
+                             ((n, c) for n, (c, _) in _LAYER_SUFFIXES.items()),
+                             lambda index, suffix: f"encoder.layer.{index}.{suffix}")
+        return canonical_name if name is None else ("bert." if self._prefixed else "") + name
 
     def _read_source(self, name: str) -> np.ndarray:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 
-from export.checkpoints.base import SourceTensor
+from export.checkpoints.base import SourceTensor, invert_tables
 from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
 
 _EMBEDDINGS = {
@@ -43,14 +43,11 @@ _SKIPPED = re.compile(r"(^global_step$|/adam_[mv]$|^cls/|^output_weights$|^outpu
 
 def google_name(canonical: str) -> str:
     """The google-research variable name of a canonical weight."""
-    for source, name in _EMBEDDINGS.items():
-        if name == canonical:
-            return source
-    layer, _, suffix = canonical.partition("/")
-    for source, name in _LAYER_SUFFIXES.items():
-        if name == suffix:
-            return f"bert/encoder/{layer}/{source}"
-    raise KeyError(canonical)
+    name = invert_tables(canonical, _EMBEDDINGS.items(), _LAYER_SUFFIXES.items(),
+                         lambda index, suffix: f"bert/encoder/layer_{index}/{suffix}")
+    if name is None:
+        raise KeyError(canonical)
+    return name
 
 
 def looks_like_tf1(names: list[str]) -> bool:

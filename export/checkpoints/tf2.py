@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-from export.checkpoints.base import KEEP, MERGE_ALL, MERGE_LEADING, MERGE_TRAILING, SourceTensor
+from export.checkpoints.base import KEEP, MERGE_ALL, MERGE_LEADING, MERGE_TRAILING, SourceTensor, \
+    invert_tables
 from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -85,14 +86,10 @@ class TF2CheckpointReader(TFCheckpointReader):
         self.num_layers = max(layers) + 1 if layers else 0
 
     def source_name_for(self, canonical_name: str) -> str:
-        for path, canonical in _NAMED_TOP.items():
-            if canonical == canonical_name:
-                return f"encoder/{path}"
-        index, _, suffix = canonical_name.partition("/")
-        for path, (canonical, _merge) in _LAYER_SUFFIXES.items():
-            if canonical == suffix:
-                return f"encoder/_transformer_layers/{index.removeprefix('layer_')}/{path}"
-        return canonical_name
+        name = invert_tables(canonical_name, _NAMED_TOP.items(),
+                             ((path, canonical) for path, (canonical, _) in _LAYER_SUFFIXES.items()),
+                             lambda index, path: f"_transformer_layers/{index}/{path}")
+        return canonical_name if name is None else f"encoder/{name}"
 
     def _add(self, canonical: str, entry: tuple[str, tuple[int, ...]], merge: str = KEEP) -> None:
         self.tensors[canonical] = SourceTensor(entry[0], entry[1], merge)
