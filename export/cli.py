@@ -32,17 +32,25 @@ flags.DEFINE_string("model_checkpoint_path", None,
 flags.DEFINE_string("config", None, "Name of a published TF Hub BERT whose bert_config.json ships in configs/ "
                     "(e.g. bert_en_cased_L-24_H-1024_A-16), instead of --bert_config_file.")
 flags.DEFINE_string("vocab_file", None, "WordPiece vocab.txt; copied into the SavedModel as an asset. "
-                    "Default: vocab.txt in the checkpoint's directory.")
-flags.DEFINE_string("sp_model_file", None, "SentencePiece model (not supported yet; use --vocab_file).")
+                    "Default: vocab.txt (or spiece.model) in the checkpoint's directory.")
+flags.DEFINE_string("sp_model_file", None, "SentencePiece .model, instead of --vocab_file; copied into the "
+                    "SavedModel as the `sp_model_file` asset.")
 flags.DEFINE_boolean("do_lower_case", None,
-                     "Whether the model is uncased. Default: inferred from the vocab's content.")
+                     "Whether the model is uncased. Default: tokenizer_config.json beside the checkpoint, "
+                     "else inferred from the vocab's (or SentencePiece model's) content.")
 flags.DEFINE_string("export_path", None, "Base directory; the SavedModel goes to <export_path>/<version>/.")
 flags.DEFINE_integer("version", None, "Version number to write. Default: one more than the highest present.")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing --version (atomically).")
-flags.DEFINE_enum("export_format", "legacy", ["legacy", "v2"],
-                  "legacy: list in, [pooled_output, sequence_output] out (the TF Hub BERT /1 API); "
-                  "v2: TF Hub's dict-in, dict-out encoder API.")
-flags.DEFINE_string("export_type", "model", "What to export (as export_tfhub); only 'model' so far.")
+flags.DEFINE_enum("export_type", "model", ["model", "model_with_mlm", "preprocessing"],
+                  "As export_tfhub: model: the encoder; model_with_mlm: the v2 encoder plus its .mlm "
+                  "subobject (masked-LM logits; needs the checkpoint's pretraining head); preprocessing: "
+                  "the SavedModel turning raw strings into the encoder's inputs (no checkpoint needed).")
+flags.DEFINE_enum("export_format", None, ["legacy", "v2"],
+                  "Encoder API. legacy: list in, [pooled_output, sequence_output] out (the TF Hub BERT /1 "
+                  "API); v2: TF Hub's dict-in, dict-out encoder API. Default: legacy for "
+                  "--export_type=model, v2 for model_with_mlm.")
+flags.DEFINE_integer("default_seq_length", 128, "preprocessing: the sequence length of the root call and "
+                     "the default of bert_pack_inputs' seq_length.")
 flags.DEFINE_boolean("verify", True, "Check the SavedModel against a float64 numpy reference before publishing.")
 flags.DEFINE_boolean("keep_failed", False, "Keep an export that failed verification as failed-<N>-*.")
 flags.DEFINE_boolean("strict", False, "Treat unexpected checkpoint variables as an error.")
@@ -58,7 +66,8 @@ def _demo_inputs() -> None:
     """Points the input flags at the embedded default model (see export/demo.py)."""
     from export import demo
 
-    given = [name for name in ("bert_config_file", "model_checkpoint_path", "vocab_file") if FLAGS[name].present]
+    given = [name for name in ("bert_config_file", "model_checkpoint_path", "vocab_file", "sp_model_file")
+             if FLAGS[name].present]
     if given:
         raise InputError(f"--demo exports the embedded default model; do not combine it with --{given[0]}")
     FLAGS.model_checkpoint_path = demo.model_directory()
@@ -69,12 +78,6 @@ def _demo_inputs() -> None:
 def _options():
     from export.pipeline import ExportOptions
 
-    if FLAGS.sp_model_file:
-        if FLAGS.vocab_file:
-            raise InputError("--vocab_file and --sp_model_file are mutually exclusive; pass one")
-        raise InputError("--sp_model_file: SentencePiece vocabularies are not supported yet; pass --vocab_file")
-    if FLAGS.export_type != "model":
-        raise InputError(f"--export_type={FLAGS.export_type!r} is not supported yet (only 'model')")
     if FLAGS.config:
         if FLAGS.bert_config_file:
             raise InputError("--config and --bert_config_file are mutually exclusive; pass one")
@@ -83,14 +86,16 @@ def _options():
         FLAGS.bert_config_file = config_path_for(FLAGS.config)
     if FLAGS.demo:
         _demo_inputs()
-    for name in ("model_checkpoint_path", "export_path"):
+    required = ("export_path",) if FLAGS.export_type == "preprocessing" else ("model_checkpoint_path", "export_path")
+    for name in required:
         if not FLAGS[name].value:
             raise InputError(f"--{name} is required (or pass --demo)")
     return ExportOptions(
         bert_config_file=FLAGS.bert_config_file, model_checkpoint_path=FLAGS.model_checkpoint_path,
         vocab_file=FLAGS.vocab_file, export_path=FLAGS.export_path, export_format=FLAGS.export_format,
         do_lower_case=FLAGS.do_lower_case, version=FLAGS.version, overwrite=FLAGS.overwrite,
-        verify=FLAGS.verify, keep_failed=FLAGS.keep_failed, strict=FLAGS.strict)
+        verify=FLAGS.verify, keep_failed=FLAGS.keep_failed, strict=FLAGS.strict, export_type=FLAGS.export_type,
+        sp_model_file=FLAGS.sp_model_file, default_seq_length=FLAGS.default_seq_length)
 
 
 def _fail(message: str, code: int) -> int:

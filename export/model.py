@@ -16,10 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from export.config import BertConfig
-from export.weights import expected_shapes
+from export.vocab import TokenizerFile
+from export.weights import expected_shapes, mlm_shapes
 
 FORMATS = ("legacy", "v2")
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+MLM_POSITIONS = "masked_lm_positions"
 _INPUT_SPEC = tf.TensorSpec([None, None], tf.int32)
 _NAMED_SPECS = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
@@ -35,29 +37,37 @@ def _activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
     raise ValueError(f"unsupported activation {name!r}")
 
 
+def _layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + eps) * gamma + beta
+
+
+def _variables(names, read_weight: Callable[[str], np.ndarray]) -> list[tf.Variable]:
+    # One tensor at a time: the reader's array is released once the variable holds it.
+    return [tf.Variable(read_weight(name), trainable=True, name=name.replace("/", "_")) for name in names]
+
+
 class BertEncoderCore(_AutoTrackable):
     """The encoder's weights (one tf.Variable each) and its forward pass."""
 
     def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray]):
         self._config = config
         self._activation = _activation(config.activation)
-        weights = []
-        # One tensor at a time: the reader's array is released once the variable holds it.
-        for name in expected_shapes(config):
-            weights.append(tf.Variable(read_weight(name), trainable=True, name=name.replace("/", "_")))
-        self.weights = weights
-        self._by_name = dict(zip(expected_shapes(config), weights))
+        self.weights = _variables(expected_shapes(config), read_weight)
+        self._by_name = dict(zip(expected_shapes(config), self.weights))
 
     def _w(self, name: str) -> tf.Variable:
         return self._by_name[name]
+
+    @property
+    def word_embeddings(self) -> tf.Variable:
+        return self._by_name["embeddings/word"]
 
     def _dropout(self, x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
         return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
     def _layer_norm(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        normed = (x - mean) * tf.math.rsqrt(variance + self._config.layer_norm_eps)
-        return normed * self._w(prefix + "/gamma") + self._w(prefix + "/beta")
+        return _layer_norm(x, self._w(prefix + "/gamma"), self._w(prefix + "/beta"), self._config.layer_norm_eps)
 
     def _dense(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
         return tf.matmul(x, self._w(prefix + "/kernel")) + self._w(prefix + "/bias")
@@ -99,12 +109,70 @@ class BertEncoderCore(_AutoTrackable):
         return pooled_output, sequence_output, layer_outputs
 
 
-class _HubEncoder(_AutoTrackable):
-    """What both formats share: the reusable-SavedModel attributes and `serving_default`."""
+class MaskedLMHead(_AutoTrackable):
+    """google-research's `cls/predictions`: dense (the encoder's activation) and LayerNorm at the
+    masked positions, then logits against the word embeddings (tied decoder) plus an output bias."""
 
-    def __init__(self, core: BertEncoderCore, vocab_path: str, do_lower_case: bool):
+    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], word_embeddings: tf.Variable):
+        self._config = config
+        self._activation = _activation(config.activation)
+        self.weights = _variables(mlm_shapes(config), read_weight)
+        self._by_name = dict(zip(mlm_shapes(config), self.weights))
+        self._word_embeddings = word_embeddings  # the encoder's variable itself, saved once
+
+    def logits(self, sequence_output: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+        """[B, S, H] sequence output, [B, P] positions -> [B, P, V] logits."""
+        w = self._by_name
+        x = tf.gather(sequence_output, positions, batch_dims=1)
+        x = self._activation(tf.matmul(x, w["mlm/transform/kernel"]) + w["mlm/transform/bias"])
+        x = _layer_norm(x, w["mlm/ln/gamma"], w["mlm/ln/beta"], self._config.layer_norm_eps)
+        return tf.matmul(x, self._word_embeddings, transpose_b=True) + w["mlm/output_bias"]
+
+
+class MaskedLMEntry(_AutoTrackable):
+    """The `.mlm` subobject of TF Hub's BERT encoders: the encoder inputs plus
+    `masked_lm_positions` [batch, num_predictions] in; the encoder outputs plus `mlm_logits`
+    [batch, num_predictions, vocab_size] out. Its variables include the head's; the root's do not."""
+
+    def __init__(self, core: BertEncoderCore, head: MaskedLMHead):
         self.core = core
-        self.vocab_file = tf.saved_model.Asset(vocab_path)
+        self.head = head
+        self.variables = list(core.weights) + list(head.weights)
+        self.trainable_variables = list(self.variables)
+        self.regularization_losses = []
+
+    @tf.function(autograph=False)
+    def __call__(self, inputs, training=False):
+        pooled, sequence, layers = self.core.encode(
+            inputs["input_word_ids"], inputs["input_mask"], inputs["input_type_ids"], training)
+        return {"pooled_output": pooled, "sequence_output": sequence, "encoder_outputs": layers,
+                "mlm_logits": self.head.logits(sequence, inputs[MLM_POSITIONS])}
+
+    @tf.function(input_signature=[_NAMED_SPECS[name] for name in INPUT_NAMES]
+                 + [tf.TensorSpec([None, None], tf.int32, name=MLM_POSITIONS)], autograph=False)
+    def _serving_mlm(self, input_word_ids, input_mask, input_type_ids, masked_lm_positions):
+        out = self.__call__(dict(zip(INPUT_NAMES + (MLM_POSITIONS,),
+                                     (input_word_ids, input_mask, input_type_ids, masked_lm_positions))),
+                            training=False)
+        return {key: out[key] for key in ("pooled_output", "sequence_output", "mlm_logits")}
+
+    def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        spec = {name: _INPUT_SPEC for name in INPUT_NAMES + (MLM_POSITIONS,)}
+        self.__call__.get_concrete_function(spec, training=True)
+        self.__call__.get_concrete_function(spec, training=False)
+        return {"mlm": self._serving_mlm.get_concrete_function()}
+
+
+class _HubEncoder(_AutoTrackable):
+    """What both formats share: the reusable-SavedModel attributes and `serving_default`.
+
+    The tokenizer travels as an Asset: `vocab_file` (WordPiece) or `sp_model_file`
+    (SentencePiece), as tf-models' export_tfhub names them, plus the `do_lower_case` Variable.
+    """
+
+    def __init__(self, core: BertEncoderCore, tokenizer: TokenizerFile, do_lower_case: bool):
+        self.core = core
+        setattr(self, tokenizer.attribute, tf.saved_model.Asset(tokenizer.path))
         self.do_lower_case = tf.Variable(do_lower_case, trainable=False, name="do_lower_case")
         self.variables = list(core.weights) + [self.do_lower_case]
         self.trainable_variables = list(core.weights)
@@ -121,7 +189,10 @@ class _HubEncoder(_AutoTrackable):
         self.__call__.get_concrete_function(self._call_spec(), training=True)
         self.__call__.get_concrete_function(self._call_spec(), training=False)
         self.serve.get_concrete_function()
-        return {"serving_default": self._serving_default.get_concrete_function()}
+        signatures = {"serving_default": self._serving_default.get_concrete_function()}
+        if hasattr(self, "mlm"):
+            signatures |= self.mlm.trace()
+        return signatures
 
     def _outputs(self, word_ids, mask, type_ids) -> dict[str, tf.Tensor]:
         pooled, sequence = self._pooled_and_sequence(
@@ -184,7 +255,14 @@ class V2HubEncoder(_HubEncoder):
 
 
 def build_hub_encoder(config: BertConfig, read_weight: Callable[[str], np.ndarray], export_format: str,
-                      vocab_path: str, do_lower_case: bool) -> _HubEncoder:
-    """Builds the exportable object of `export_format` with weights streamed from `read_weight`."""
+                      tokenizer: TokenizerFile, do_lower_case: bool, with_mlm: bool = False) -> _HubEncoder:
+    """Builds the exportable object of `export_format` with weights streamed from `read_weight`;
+    `with_mlm` (v2 only) adds the `.mlm` subobject and an `mlm` signature."""
     cls = {"legacy": LegacyHubEncoder, "v2": V2HubEncoder}[export_format]
-    return cls(BertEncoderCore(config, read_weight), vocab_path, do_lower_case)
+    core = BertEncoderCore(config, read_weight)
+    obj = cls(core, tokenizer, do_lower_case)
+    if with_mlm:
+        if export_format != "v2":
+            raise ValueError("the masked-LM head is exported in the v2 format only")
+        obj.mlm = MaskedLMEntry(core, MaskedLMHead(config, read_weight, core.word_embeddings))
+    return obj

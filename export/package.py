@@ -66,14 +66,23 @@ class CardMetadata:
 @dataclasses.dataclass
 class ExportFacts:
     """What the card states about the model, read from the export."""
-    layers: int
-    hidden_size: int
-    heads: int
+    export_type: str  # model, model_with_mlm or preprocessing
+    tokenizer_kind: str  # wordpiece or sentencepiece
     vocab_size: int
     do_lower_case: bool
-    export_format: str
-    verification_figure: float | None
-    parameter_count: int
+    verification: str | None  # the export-time verification, in words
+    # Encoders:
+    layers: int = 0
+    hidden_size: int = 0
+    heads: int = 0
+    export_format: str = ""
+    parameter_count: int = 0
+    # Preprocessors:
+    default_seq_length: int = 0
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.export_type != "preprocessing"
 
 
 def read_export_facts(version_dir: str) -> ExportFacts:
@@ -87,21 +96,30 @@ def read_export_facts(version_dir: str) -> ExportFacts:
     with open(report_path, encoding="utf-8") as f:
         report = json.load(f)
     reader = tf.train.load_checkpoint(os.path.join(version_dir, "variables", "variables"))
+    do_lower_case = bool(reader.get_tensor("do_lower_case/.ATTRIBUTES/VARIABLE_VALUE"))
+    if do_lower_case != report["do_lower_case"]:
+        raise InputError(f"{version_dir}: the export report says do_lower_case={report['do_lower_case']} but the "
+                         f"saved variable holds {do_lower_case}")
+    tokenizer = report["tokenizer"]
+    verification = report.get("verification")
+    facts = ExportFacts(report["export_type"], tokenizer["kind"], tokenizer["vocab_size"], do_lower_case,
+                        verification["summary"] if verification else None)
+    if not facts.is_encoder:
+        facts.default_seq_length = report["default_seq_length"]
+        return facts
     shapes = reader.get_variable_to_shape_map()
     weights = sorted((n for n in shapes if n.startswith("variables/") and n.split("/")[1].isdigit()),
                      key=lambda n: int(n.split("/")[1]))
     layers = (len(weights) - _OTHER_WEIGHTS) // _LAYER_WEIGHTS
     vocab_size, hidden = shapes[weights[0]]
-    do_lower_case = bool(reader.get_tensor("do_lower_case/.ATTRIBUTES/VARIABLE_VALUE"))
     config = report["config"]
-    stated = (config["num_hidden_layers"], config["hidden_size"], config["vocab_size"], report["do_lower_case"])
-    if stated != (layers, hidden, vocab_size, do_lower_case):
-        raise InputError(f"{version_dir}: the export report says (L, H, V, do_lower_case) = {stated} but the saved "
-                         f"variables hold {(layers, hidden, vocab_size, do_lower_case)}")
-    verification = report.get("verification")
-    return ExportFacts(layers, hidden, config["num_attention_heads"], vocab_size, do_lower_case,
-                       report["export_format"], verification["worst"] if verification else None,
-                       report["parameter_count"])
+    stated = (config["num_hidden_layers"], config["hidden_size"], config["vocab_size"])
+    if stated != (layers, hidden, vocab_size):
+        raise InputError(f"{version_dir}: the export report says (L, H, V) = {stated} but the saved "
+                         f"variables hold {(layers, hidden, vocab_size)}")
+    facts.layers, facts.hidden_size, facts.heads = layers, hidden, config["num_attention_heads"]
+    facts.export_format, facts.parameter_count = report["export_format"], report["parameter_count"]
+    return facts
 
 
 def _archive_members(version_dir: str) -> list[str]:
@@ -165,15 +183,7 @@ bert_layer = hub.KerasLayer("{handle}", trainable=True)
 `pooled_output` has shape `[batch_size, {facts.hidden_size}]`; `sequence_output` has shape
 `[batch_size, seq_length, {facts.hidden_size}]`. Both batch and sequence length are dynamic.
 
-The vocabulary is stored as a `tf.saved_model.Asset` and the casing as a `tf.Variable`; tokenize
-with `FullTokenizer` from tf-models-official (`official.nlp.tools.tokenization`):
-
-```python
-vocab_file = bert_layer.resolved_object.vocab_file.asset_path.numpy()
-do_lower_case = bert_layer.resolved_object.do_lower_case.numpy()  # {facts.do_lower_case}
-tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
-```
-
+{_tokenizer_markdown(facts)}{_mlm_markdown(facts)}
 With Keras 3, load it as a layer whose default endpoint takes the dict of the three inputs:
 
 ```python
@@ -187,13 +197,58 @@ TF Serving: the `serving_default` signature takes `input_word_ids`, `input_mask`
 """
 
 
+def _tokenizer_markdown(facts: ExportFacts) -> str:
+    if facts.tokenizer_kind == "sentencepiece":
+        return f"""The SentencePiece model is stored as a `tf.saved_model.Asset` and the casing as a `tf.Variable`:
+
+```python
+import sentencepiece
+sp_model_file = bert_layer.resolved_object.sp_model_file.asset_path.numpy()
+do_lower_case = bert_layer.resolved_object.do_lower_case.numpy()  # {facts.do_lower_case}
+tokenizer = sentencepiece.SentencePieceProcessor(model_file=sp_model_file.decode())
+```
+"""
+    return f"""The vocabulary is stored as a `tf.saved_model.Asset` and the casing as a `tf.Variable`; tokenize
+with `FullTokenizer` from tf-models-official (`official.nlp.tools.tokenization`):
+
+```python
+vocab_file = bert_layer.resolved_object.vocab_file.asset_path.numpy()
+do_lower_case = bert_layer.resolved_object.do_lower_case.numpy()  # {facts.do_lower_case}
+tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
+```
+"""
+
+
+def _mlm_markdown(facts: ExportFacts) -> str:
+    if facts.export_type != "model_with_mlm":
+        return ""
+    return f"""
+The masked-language-model head (for running or continuing pretraining) is the `.mlm` subobject:
+
+```python
+encoder = hub.load(handle)
+mlm_outputs = encoder.mlm(dict(input_word_ids=..., input_mask=..., input_type_ids=...,
+                               masked_lm_positions=...))  # int32 [batch, num_predictions]
+mlm_logits = mlm_outputs["mlm_logits"]  # [batch, num_predictions, {facts.vocab_size}]
+```
+
+`hub.KerasLayer(encoder.mlm, trainable=True)` makes it a Keras layer; TF Serving has it as the
+`mlm` signature.
+"""
+
+
+def _casing_words(facts: ExportFacts) -> str:
+    return ("uncased: inputs are lowercased and accents stripped before tokenization" if facts.do_lower_case else
+            "cased: the distinction between lower and upper case and accent markers are preserved")
+
+
 def model_card(facts: ExportFacts, meta: CardMetadata, handle: str) -> str:
-    casing = ("uncased: inputs are lowercased and accents stripped before tokenization"
-              if facts.do_lower_case else
-              "cased: the distinction between lower and upper case and accent markers are preserved")
-    figure = ("was not verified at export time" if facts.verification_figure is None else
+    if not facts.is_encoder:
+        return preprocessing_card(facts, meta, handle)
+    casing = _casing_words(facts)
+    figure = ("was not verified at export time" if facts.verification is None else
               f"was verified at export time against an independent float64 reference computed from the "
-              f"checkpoint: max relative error {facts.verification_figure:.3g} (tolerance 1e-05)")
+              f"checkpoint: {facts.verification}")
     name = meta.model_name or f"bert_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}"
     return f"""# Module {name}
 Bidirectional Encoder Representations from Transformers (BERT).
@@ -226,7 +281,74 @@ practice.
 {usage_markdown(facts, handle)}"""
 
 
+def preprocessing_usage_markdown(facts: ExportFacts, handle: str) -> str:
+    return f"""This SavedModel uses TensorFlow Text ops: `import tensorflow_text` before loading it (TF Serving
+needs a build with the TensorFlow Text ops).
+
+With tf_keras (`TF_USE_LEGACY_KERAS=1`), single segments map to the encoder inputs in one call:
+
+```python
+import tensorflow as tf
+import tensorflow_hub as hub
+import tensorflow_text  # registers the ops
+
+preprocessor = hub.KerasLayer("{handle}")
+text_input = tf.keras.layers.Input(shape=(), dtype=tf.string)
+encoder_inputs = preprocessor(text_input)  # seq_length={facts.default_seq_length}
+```
+
+For pairs of segments, or another `seq_length`, tokenize and pack in two steps:
+
+```python
+preprocessor = hub.load("{handle}")
+tokenize = hub.KerasLayer(preprocessor.tokenize)
+bert_pack_inputs = hub.KerasLayer(preprocessor.bert_pack_inputs, arguments=dict(seq_length=64))
+encoder_inputs = bert_pack_inputs([tokenize(first_segments), tokenize(second_segments)])
+```
+
+With Keras 3: `keras.layers.TFSMLayer("{handle}", call_endpoint="serving_default")` maps a batch of
+strings (`sentences`) to the three int32 inputs. TF Serving: the `serving_default` signature.
+"""
+
+
+def preprocessing_card(facts: ExportFacts, meta: CardMetadata, handle: str) -> str:
+    vocab = ("SentencePiece model" if facts.tokenizer_kind == "sentencepiece" else "WordPiece vocabulary")
+    figure = ("was not verified at export time" if facts.verification is None else
+              f"was verified at export time against an independent Python tokenizer: {facts.verification}")
+    return f"""# Module {meta.model_name or 'bert_preprocess'}
+Text preprocessing for BERT.
+
+<!-- asset-path: {handle} -->
+<!-- fine-tunable: false -->
+<!-- format: saved_model_2 -->
+<!-- language: {meta.language} -->
+<!-- task: text-embedding -->
+
+## TF2 SavedModel
+
+This is a [SavedModel in TensorFlow 2 format](https://www.tensorflow.org/hub/tf2_saved_model).
+
+## Overview
+
+This SavedModel is the companion of a BERT encoder: it turns plain text into the encoder's inputs
+(`input_word_ids`, `input_mask`, `input_type_ids`). It uses a {vocab} of {facts.vocab_size:,}
+entries; text inputs are {_casing_words(facts)}. It has no trainable parameters and can run in an
+input pipeline outside the training loop. The export {figure}.
+
+## Usage
+
+{preprocessing_usage_markdown(facts, handle)}"""
+
+
 def kaggle_metadata(facts: ExportFacts, meta: CardMetadata, handle: str) -> dict:
+    if not facts.is_encoder:
+        return {
+            "ownerSlug": meta.owner_slug, "modelSlug": meta.model_slug,
+            "instanceSlug": meta.instance_slug or "preprocess", "framework": "tensorFlow2",
+            "overview": meta.description, "usage": preprocessing_usage_markdown(facts, handle),
+            "licenseName": meta.license_name, "fineTunable": False, "trainingData": [],
+            "modelInstanceType": "Unspecified", "baseModelInstance": "", "externalBaseModelUrl": "",
+        }
     return {
         "ownerSlug": meta.owner_slug, "modelSlug": meta.model_slug,
         "instanceSlug": meta.instance_slug or f"L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}",
@@ -252,7 +374,8 @@ class PackageResult:
 def package_export(version_dir: str, output_dir: str, meta: CardMetadata) -> PackageResult:
     """Writes the tarball, SHA256SUMS, the model card and the Kaggle metadata into `output_dir`."""
     facts = read_export_facts(version_dir)
-    name = _file_stem(meta.model_name) or f"bert_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}"
+    name = _file_stem(meta.model_name) or (f"bert_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}"
+                                           if facts.is_encoder else "bert_preprocess")
     os.makedirs(output_dir, exist_ok=True)
     tarball = os.path.join(output_dir, f"{name}.tar.gz")
     members = write_deterministic_tarball(version_dir, tarball)

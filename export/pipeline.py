@@ -25,25 +25,35 @@ from export.config import BertConfig, load_bert_config
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
 from export.report import ExportReport, hash_file, runtime_versions
-from export.vocab import CasingDecision, decide_do_lower_case, read_vocab
-from export.weights import check_checkpoint
+from export.vocab import WORDPIECE, CasingDecision, Vocab, decide_do_lower_case, read_sp_model, read_vocab
+from export.weights import check_checkpoint, check_mlm_head
 
 EXPORT_FORMATS = ("legacy", "v2")
+# As tf-models' export_tfhub: the encoder, the encoder with its `.mlm` subobject, or the
+# preprocessing SavedModel (raw strings -> the encoder's three inputs).
+EXPORT_TYPES = ("model", "model_with_mlm", "preprocessing")
 
 
 @dataclasses.dataclass
 class ExportOptions:
-    bert_config_file: str
-    model_checkpoint_path: str
-    vocab_file: str
+    bert_config_file: str | None
+    model_checkpoint_path: str | None
+    vocab_file: str | None
     export_path: str
-    export_format: str = "legacy"
+    export_format: str | None = None  # default: legacy for model, v2 for model_with_mlm
     do_lower_case: bool | None = None
     version: int | None = None
     overwrite: bool = False
     verify: bool = True
     keep_failed: bool = False
     strict: bool = False
+    export_type: str = "model"
+    sp_model_file: str | None = None
+    default_seq_length: int = 128
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.export_type != "preprocessing"
 
 
 @dataclasses.dataclass
@@ -54,12 +64,13 @@ class ExportResult:
 
 @dataclasses.dataclass
 class _Validated:
-    config: BertConfig
-    config_path: str
-    reader: CheckpointReader
-    vocab_path: str
+    config: BertConfig | None  # None: a preprocessing export given no config
+    config_path: str | None
+    reader: CheckpointReader | None  # None for preprocessing
+    vocab: Vocab
     casing: CasingDecision
     warnings: list[str]
+    export_format: str | None  # None for preprocessing
 
 
 def _beside_checkpoint(checkpoint_path: str, names: tuple[str, ...]) -> str | None:
@@ -71,8 +82,8 @@ def _beside_checkpoint(checkpoint_path: str, names: tuple[str, ...]) -> str | No
     return None
 
 
-def _tokenizer_config_casing(checkpoint_path: str) -> tuple[str, bool] | None:
-    path = _beside_checkpoint(checkpoint_path, ("tokenizer_config.json",))
+def _tokenizer_config_casing(checkpoint_path: str | None) -> tuple[str, bool] | None:
+    path = _beside_checkpoint(checkpoint_path, ("tokenizer_config.json",)) if checkpoint_path else None
     if path is None:
         return None
     try:
@@ -82,45 +93,88 @@ def _tokenizer_config_casing(checkpoint_path: str) -> tuple[str, bool] | None:
     return (os.path.basename(path), value) if isinstance(value, bool) else None
 
 
+def _read_tokenizer_vocab(opts: ExportOptions) -> Vocab:
+    """The WordPiece vocab or SentencePiece model: from its flag, else beside the checkpoint."""
+    if opts.vocab_file and opts.sp_model_file:
+        raise InputError("--vocab_file and --sp_model_file are mutually exclusive; pass one")
+    if opts.sp_model_file:
+        return read_sp_model(opts.sp_model_file)
+    if opts.vocab_file:
+        return read_vocab(opts.vocab_file)
+    found = _beside_checkpoint(opts.model_checkpoint_path, _DEFAULT_TOKENIZER_FILES) \
+        if opts.model_checkpoint_path else None
+    if not found:
+        raise InputError("--vocab_file or --sp_model_file is required (the checkpoint's directory holds no "
+                         + " or ".join(_DEFAULT_TOKENIZER_FILES) + ")")
+    logging.info("--vocab_file not given: using %s from the checkpoint's directory", found)
+    return read_sp_model(found) if found.endswith(".model") else read_vocab(found)
+
+
+_DEFAULT_TOKENIZER_FILES = ("vocab.txt", "spiece.model")
+
+
+def _resolve_export_format(opts: ExportOptions) -> str | None:
+    if opts.export_type not in EXPORT_TYPES:
+        raise InputError(f"--export_type must be one of {', '.join(EXPORT_TYPES)}, got {opts.export_type!r}")
+    if opts.export_format is not None and opts.export_format not in EXPORT_FORMATS:
+        raise InputError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}, got {opts.export_format!r}")
+    if opts.export_type == "preprocessing":
+        if opts.export_format is not None:
+            raise InputError("--export_format applies to encoders; --export_type=preprocessing has none")
+        return None
+    if opts.export_type == "model_with_mlm":
+        if opts.export_format == "legacy":
+            raise InputError("--export_type=model_with_mlm exports TF Hub's v2 encoder API (the .mlm subobject "
+                             "takes dict inputs); drop --export_format=legacy or pass --export_format=v2")
+        return "v2"
+    return opts.export_format or "legacy"
+
+
 def validate_inputs(opts: ExportOptions) -> _Validated:
     """Every pre-flight check; raises InputError before anything is written."""
     from export.checkpoints import open_checkpoint
 
-    if opts.export_format not in EXPORT_FORMATS:
-        raise InputError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}, got {opts.export_format!r}")
+    export_format = _resolve_export_format(opts)
     if opts.version is not None and opts.version <= 0:
         raise InputError(f"--version must be a positive integer, got {opts.version}")
+    if not 3 <= opts.default_seq_length <= 1_000_000:
+        raise InputError(f"--default_seq_length must be at least 3 ([CLS] a [SEP]), got {opts.default_seq_length}")
     writer.check_export_path(opts.export_path)
-    if not opts.model_checkpoint_path:
+    if opts.is_encoder and not opts.model_checkpoint_path:
         raise InputError("--model_checkpoint_path is required")
-    config_path = opts.bert_config_file or _beside_checkpoint(
-        opts.model_checkpoint_path, ("bert_config.json", "config.json"))
-    if not config_path:
+    config_path = opts.bert_config_file or (_beside_checkpoint(
+        opts.model_checkpoint_path, ("bert_config.json", "config.json")) if opts.model_checkpoint_path else None)
+    if not config_path and opts.is_encoder:
         raise InputError("--bert_config_file is required (the checkpoint's directory holds no "
                          "bert_config.json or config.json)")
-    vocab_path = opts.vocab_file or _beside_checkpoint(opts.model_checkpoint_path, ("vocab.txt",))
-    if not vocab_path:
-        raise InputError("--vocab_file is required (the checkpoint's directory holds no vocab.txt)")
-    for flag, given, used in (("--bert_config_file", opts.bert_config_file, config_path),
-                              ("--vocab_file", opts.vocab_file, vocab_path)):
-        if not given:
-            logging.info("%s not given: using %s from the checkpoint's directory", flag, used)
-    config = load_bert_config(config_path)
-    config_name = os.path.basename(config_path)
-    vocab = read_vocab(vocab_path)
-    if vocab.size != config.vocab_size:
-        raise InputError(f"{os.path.basename(vocab_path)} has {vocab.size} lines but {config_name} says "
+    if config_path and not opts.bert_config_file:
+        logging.info("--bert_config_file not given: using %s from the checkpoint's directory", config_path)
+    config = load_bert_config(config_path) if config_path else None
+    config_name = os.path.basename(config_path) if config_path else None
+    vocab = _read_tokenizer_vocab(opts)
+    vocab_name = os.path.basename(vocab.path)
+    if config is not None and vocab.size != config.vocab_size:
+        unit = "lines" if vocab.kind == WORDPIECE else "pieces"
+        raise InputError(f"{vocab_name} has {vocab.size} {unit} but {config_name} says "
                          f"vocab_size={config.vocab_size}")
-    reader = open_checkpoint(opts.model_checkpoint_path)
-    # What `hidden_act` means is decided by the code that trained the checkpoint, not the config file.
-    config = config.with_convention(reader.activation_convention, config_name)
-    warnings = check_checkpoint(reader, config, config_name, strict=opts.strict)
-    _check_not_inside_sources(opts.export_path, reader.source_files + [vocab_path, config_path])
+    if opts.default_seq_length > (config.max_position_embeddings if config else opts.default_seq_length):
+        raise InputError(f"--default_seq_length={opts.default_seq_length} exceeds {config_name}'s "
+                         f"max_position_embeddings={config.max_position_embeddings}")
+    reader, warnings = None, []
+    if opts.is_encoder:
+        reader = open_checkpoint(opts.model_checkpoint_path)
+        # What `hidden_act` means is decided by the code that trained the checkpoint, not the config file.
+        config = config.with_convention(reader.activation_convention, config_name)
+        warnings = check_checkpoint(reader, config, config_name, strict=opts.strict)
+        if opts.export_type == "model_with_mlm":
+            check_mlm_head(reader, config, config_name)
+    sources = (reader.source_files if reader else []) + [vocab.path] + ([config_path] if config_path else [])
+    _check_not_inside_sources(opts.export_path, sources)
     casing, casing_warning = decide_do_lower_case(vocab, opts.do_lower_case,
                                                   _tokenizer_config_casing(opts.model_checkpoint_path))
     if casing_warning:
         warnings.append(casing_warning)
-    return _Validated(config, config_path, reader, vocab_path, casing, warnings)
+    return _Validated(config, config_path, reader, vocab, casing, warnings, export_format)
 
 
 def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
@@ -132,7 +186,7 @@ def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
 
 
 def run_export(opts: ExportOptions) -> ExportResult:
-    """Exports the checkpoint described by `opts`; returns the published version directory."""
+    """Exports what `opts` describes; returns the published version directory."""
     timings: dict[str, float] = {}
     start = time.monotonic()
     v = validate_inputs(opts)
@@ -142,17 +196,10 @@ def run_export(opts: ExportOptions) -> ExportResult:
     logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
     version = writer.choose_version(opts.export_path, opts.version, opts.overwrite)
 
-    from export.model import build_hub_encoder  # TensorFlow is imported only once inputs are valid
-
     timings["validate_and_import"] = time.monotonic() - start
     t = time.monotonic()
-    obj = build_hub_encoder(v.config, v.reader.read, opts.export_format, v.vocab_path, v.casing.do_lower_case)
-    fault_point("weights_read")
-    signatures = obj.trace()
-    fault_point("traced")
+    obj, signatures, counts = _build(opts, v)  # TensorFlow is imported only once inputs are valid
     timings["read_and_trace"] = time.monotonic() - t
-    variable_count = len(obj.trainable_variables)
-    parameter_count = sum(int(w.shape.num_elements()) for w in obj.trainable_variables)
 
     import tensorflow as tf
 
@@ -171,34 +218,19 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
         verification = None
         if opts.verify:
-            from export.verify import verify_in_fresh_process
-
             t = time.monotonic()
             fault_point("verifier_started")
-            result = verify_in_fresh_process(temp_dir, opts.export_format, v.config, v.reader.checkpoint_path)
+            result = _verify(temp_dir, opts, v)
             timings["verify"] = time.monotonic() - t
             verification = result.to_json_dict()
-            logging.info("verification: max relative error %.3g (tolerance %g)", result.worst, result.tolerance)
+            logging.info("verification: %s", result.summary())
             fault_point("verified")
             if not result.passed:
                 kept = writer.keep_aside(temp_dir, opts.export_path, version) if opts.keep_failed else None
-                raise VerificationError(
-                    f"verification FAILED: max relative error {result.worst:.3g} exceeds {result.tolerance:g} "
-                    f"({_worst_entry(result.figures)})" + (f"; kept at {kept}" if kept else ""))
+                raise VerificationError(f"verification FAILED: {result.summary()}" + (f"; kept at {kept}" if kept else ""))
 
-        tf_version, python_version = runtime_versions()
-        sources = [hash_file(v.config_path, "bert_config"), hash_file(v.vocab_path, "vocab")]
-        sources += [hash_file(path, "checkpoint") for path in v.reader.source_files]
         timings["total"] = time.monotonic() - start
-        report = ExportReport(
-            tool=f"bert-export {export.__version__}", tensorflow_version=tf_version,
-            python_version=python_version, export_format=opts.export_format,
-            checkpoint_format=v.reader.format_name, checkpoint_description=v.reader.description,
-            version=version, sources=sources, config=v.config.to_json_dict(), activation=v.config.activation,
-            activation_convention=v.config.activation_convention, untrained_weights=dict(v.reader.untrained),
-            do_lower_case=v.casing.do_lower_case, do_lower_case_decided_by=v.casing.how,
-            variable_count=variable_count, parameter_count=parameter_count, warnings=v.warnings,
-            timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification)
+        report = _report(opts, v, version, counts, timings, verification)
         report_path = os.path.join(temp_dir, writer.REPORT_RELATIVE_PATH)
         _writing(opts.export_path, lambda: os.makedirs(os.path.dirname(report_path), exist_ok=True))
 
@@ -214,6 +246,67 @@ def run_export(opts: ExportOptions) -> ExportResult:
     finally:
         if os.path.isdir(temp_dir):
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _build(opts: ExportOptions, v: _Validated):
+    """The object to save, its signatures, and (variables, parameters) counts of the encoder."""
+    if not opts.is_encoder:
+        from export.preprocessing import TokenizerSpec, build_preprocessor
+
+        obj, signatures = build_preprocessor(TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case),
+                                             opts.default_seq_length)
+        fault_point("weights_read")
+        fault_point("traced")
+        return obj, signatures, None
+    from export.model import build_hub_encoder
+
+    obj = build_hub_encoder(v.config, v.reader.read, v.export_format, v.vocab.file, v.casing.do_lower_case,
+                            with_mlm=opts.export_type == "model_with_mlm")
+    fault_point("weights_read")
+    signatures = obj.trace()
+    fault_point("traced")
+    weights = obj.mlm.trainable_variables if opts.export_type == "model_with_mlm" else obj.trainable_variables
+    return obj, signatures, (len(weights), sum(int(w.shape.num_elements()) for w in weights))
+
+
+def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
+    """Checks the saved export in a fresh process: numerically for encoders, token by token for
+    the preprocessor. Returns a report with `passed`, `summary()` and `to_json_dict()`."""
+    if not opts.is_encoder:
+        from export.preprocessing import TokenizerSpec
+        from export.verify_preprocessing import verify_preprocessor_in_fresh_process
+
+        return verify_preprocessor_in_fresh_process(
+            temp_dir, TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case))
+    from export.verify import verify_in_fresh_process
+
+    return verify_in_fresh_process(temp_dir, v.export_format, v.config, v.reader.checkpoint_path,
+                                   with_mlm=opts.export_type == "model_with_mlm")
+
+
+def _report(opts: ExportOptions, v: _Validated, version: int, counts: tuple[int, int] | None,
+            timings: dict[str, float], verification: dict | None) -> ExportReport:
+    tf_version, python_version = runtime_versions()
+    sources = [hash_file(v.config_path, "bert_config")] if v.config_path else []
+    sources.append(hash_file(v.vocab.path, "vocab" if v.vocab.kind == WORDPIECE else "sp_model"))
+    report = ExportReport(
+        tool=f"bert-export {export.__version__}", tensorflow_version=tf_version, python_version=python_version,
+        export_type=opts.export_type, version=version, sources=sources,
+        tokenizer={"kind": v.vocab.kind, "file": os.path.basename(v.vocab.path), "vocab_size": v.vocab.size},
+        do_lower_case=v.casing.do_lower_case, do_lower_case_decided_by=v.casing.how, warnings=v.warnings,
+        timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification)
+    if v.config is not None:
+        report.config = v.config.to_json_dict()
+    if not opts.is_encoder:
+        report.default_seq_length = opts.default_seq_length
+        return report
+    report.sources += [hash_file(path, "checkpoint") for path in v.reader.source_files]
+    report.export_format = v.export_format
+    report.checkpoint_format, report.checkpoint_description = v.reader.format_name, v.reader.description
+    report.activation, report.activation_convention = v.config.activation, v.config.activation_convention
+    report.untrained_weights = dict(v.reader.untrained)
+    report.variable_count, report.parameter_count = counts
+    return report
 
 
 def _write_text(path: str, text: str) -> None:
@@ -242,9 +335,3 @@ def _quiet_absl_info():
         yield
     finally:
         logging.set_verbosity(previous)
-
-
-def _worst_entry(figures: dict[str, dict[str, float]]) -> str:
-    entry, output, value = max(((e, o, x) for e, outs in figures.items() for o, x in outs.items()),
-                               key=lambda item: item[2])
-    return f"worst: {entry} {output} {value:.3g}"

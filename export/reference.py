@@ -20,6 +20,7 @@ class ReferenceOutputs:
     pooled_output: np.ndarray      # [B, H] float64
     sequence_output: np.ndarray    # [B, S, H] float64
     encoder_outputs: list[np.ndarray]
+    mlm_logits: np.ndarray | None = None  # [B, P, V] float64, when masked positions were given
 
 
 def _gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -46,8 +47,10 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def reference_forward(config: BertConfig, read_weight: Callable[[str], np.ndarray],
-                      batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[ReferenceOutputs]:
-    """Runs every (word_ids, mask, type_ids) batch through the encoder, layer by layer."""
+                      batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      mlm_positions: list[np.ndarray] | None = None) -> list[ReferenceOutputs]:
+    """Runs every (word_ids, mask, type_ids) batch through the encoder, layer by layer; with
+    `mlm_positions` ([B, P] per batch) also through the masked-LM head (`cls/predictions`)."""
     def w(name: str) -> np.ndarray:
         return read_weight(name).astype(np.float64)
 
@@ -93,5 +96,15 @@ def reference_forward(config: BertConfig, read_weight: Callable[[str], np.ndarra
         del p
 
     pooler_kernel, pooler_bias = w("pooler/kernel"), w("pooler/bias")
-    return [ReferenceOutputs(np.tanh(x[:, 0] @ pooler_kernel + pooler_bias), x, outs)
-            for x, outs in zip(states, layer_outputs)]
+    outputs = [ReferenceOutputs(np.tanh(x[:, 0] @ pooler_kernel + pooler_bias), x, outs)
+               for x, outs in zip(states, layer_outputs)]
+    if mlm_positions is not None:
+        # google-research run_pretraining.get_masked_lm_output, with the decoder tied to the word embeddings.
+        head = {name: w(name) for name in ("mlm/transform/kernel", "mlm/transform/bias", "mlm/ln/gamma",
+                                           "mlm/ln/beta", "mlm/output_bias", "embeddings/word")}
+        for out, positions in zip(outputs, mlm_positions):
+            picked = np.take_along_axis(out.sequence_output, positions[:, :, np.newaxis], axis=1)  # [B, P, H]
+            x = act(picked @ head["mlm/transform/kernel"] + head["mlm/transform/bias"])
+            x = _layer_norm(x, head["mlm/ln/gamma"], head["mlm/ln/beta"], eps)
+            out.mlm_logits = x @ head["embeddings/word"].T + head["mlm/output_bias"]
+    return outputs

@@ -28,36 +28,49 @@ class ExportReport:
     tool: str
     tensorflow_version: str
     python_version: str
-    export_format: str
-    checkpoint_format: str
-    checkpoint_description: str
+    export_type: str  # model, model_with_mlm or preprocessing
     version: int
     sources: list[SourceFile]
-    config: dict
-    activation: str
-    activation_convention: str
-    untrained_weights: dict[str, str]
+    tokenizer: dict  # kind (wordpiece / sentencepiece), file, vocab_size
     do_lower_case: bool
     do_lower_case_decided_by: str
-    variable_count: int
-    parameter_count: int
     warnings: list[str]
     timings_seconds: dict[str, float]
     verification: dict | None = None
+    config: dict | None = None  # None only for a preprocessing export given no config
+    # Encoders only:
+    export_format: str | None = None
+    checkpoint_format: str | None = None
+    checkpoint_description: str | None = None
+    activation: str | None = None
+    activation_convention: str | None = None
+    untrained_weights: dict[str, str] = dataclasses.field(default_factory=dict)
+    variable_count: int | None = None  # with model_with_mlm: including the head's
+    parameter_count: int | None = None
+    # Preprocessing only:
+    default_seq_length: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
 
     def summary_lines(self) -> list[str]:
-        lines = [
-            f"checkpoint: {self.checkpoint_description} [{self.checkpoint_format}]",
-            f"config: L={self.config['num_hidden_layers']} H={self.config['hidden_size']} "
-            f"A={self.config['num_attention_heads']} I={self.config['intermediate_size']} "
-            f"V={self.config['vocab_size']} hidden_act={self.config['hidden_act']!r} read as {self.activation} "
-            f"({self.activation_convention} convention)",
-            f"do_lower_case: {self.do_lower_case} ({self.do_lower_case_decided_by})",
-            f"format: {self.export_format}; {self.variable_count} variables, {self.parameter_count:,} parameters",
-        ]
+        lines = []
+        if self.checkpoint_format:
+            lines.append(f"checkpoint: {self.checkpoint_description} [{self.checkpoint_format}]")
+        if self.config:
+            c = self.config
+            lines.append(f"config: L={c['num_hidden_layers']} H={c['hidden_size']} A={c['num_attention_heads']} "
+                         f"I={c['intermediate_size']} V={c['vocab_size']} hidden_act={c['hidden_act']!r}"
+                         + (f" read as {self.activation} ({self.activation_convention} convention)"
+                            if self.activation else ""))
+        lines.append(f"tokenizer: {self.tokenizer['kind']} ({self.tokenizer['file']}, "
+                     f"{self.tokenizer['vocab_size']} entries)")
+        lines.append(f"do_lower_case: {self.do_lower_case} ({self.do_lower_case_decided_by})")
+        if self.export_format:
+            lines.append(f"type: {self.export_type}; format: {self.export_format}; {self.variable_count} variables, "
+                         f"{self.parameter_count:,} parameters")
+        else:
+            lines.append(f"type: {self.export_type}; default_seq_length: {self.default_seq_length}")
         if self.untrained_weights:
             lines.append(f"UNTRAINED: {', '.join(sorted(self.untrained_weights))} "
                          f"({'; '.join(sorted(set(self.untrained_weights.values())))})")
@@ -65,9 +78,7 @@ class ExportReport:
             lines.append("verification: skipped (--noverify)")
         else:
             v = self.verification
-            lines.append(f"verification: {'PASSED' if v['passed'] else 'FAILED'}: max relative error "
-                         f"{v['worst']:.3g} (tolerance {v['tolerance']:g}) over "
-                         f"{', '.join(sorted(v['figures']))}")
+            lines.append(f"verification: {'PASSED' if v['passed'] else 'FAILED'}: {v['summary']}")
         lines.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings_seconds.items()))
         return lines
 

@@ -34,7 +34,16 @@ class VerificationReport:
         return max(v for outputs in self.figures.values() for v in outputs.values())
 
     def to_json_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"worst": self.worst}
+        return dataclasses.asdict(self) | {"worst": self.worst, "summary": self.summary()}
+
+    def summary(self) -> str:
+        if self.passed:
+            return (f"max relative error {self.worst:.3g} (tolerance {self.tolerance:g}) over "
+                    + ", ".join(sorted(self.figures)))
+        entry, output, value = max(((e, o, x) for e, outs in self.figures.items() for o, x in outs.items()),
+                                   key=lambda item: item[2])
+        return (f"max relative error {self.worst:.3g} exceeds {self.tolerance:g} "
+                f"(worst: {entry} {output} {value:.3g})")
 
 
 def fixed_batches(config: BertConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -58,6 +67,16 @@ def fixed_batches(config: BertConfig) -> list[tuple[np.ndarray, np.ndarray, np.n
     return batches
 
 
+def fixed_mlm_positions(batches) -> list[np.ndarray]:
+    """Fixed int32 [B, P] masked positions per batch, inside each row's real tokens."""
+    rng = np.random.default_rng(20240612)
+    positions = []
+    for ids, mask, _ in batches:
+        count = min(4, ids.shape[1])
+        positions.append(np.stack([rng.integers(0, max(1, int(row.sum())), count) for row in mask]).astype(np.int32))
+    return positions
+
+
 def describe_batches(batches) -> list[str]:
     return [f"batch {ids.shape[0]} x seq {ids.shape[1]}, real lengths {mask.sum(axis=1).tolist()}"
             for ids, mask, _ in batches]
@@ -79,13 +98,25 @@ def relative_error(exported: list[np.ndarray], reference: list[np.ndarray],
     return float(max(diffs) / max(max(scales), 1e-30))
 
 
-def run_saved_model(saved_model_dir: str, export_format: str, batches) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Runs the batches through `__call__` (training=False) and `serving_default`."""
+def run_saved_model(saved_model_dir: str, export_format: str, batches,
+                    mlm_positions: list[np.ndarray] | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Runs the batches through `__call__` (training=False) and `serving_default`; with
+    `mlm_positions`, also through `.mlm` (training=False) and the `mlm` signature."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(saved_model_dir)
     serving = loaded.signatures["serving_default"]
     results: dict[str, list[dict[str, np.ndarray]]] = {"__call__": [], "serving_default": []}
+    if mlm_positions is not None:
+        results |= {"mlm": [], "mlm signature": []}
+        for (ids, mask, types), positions in zip(batches, mlm_positions):
+            inputs = {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types,
+                      "masked_lm_positions": positions}
+            out = loaded.mlm({k: tf.constant(v) for k, v in inputs.items()}, training=False)
+            results["mlm"].append({k: [t.numpy() for t in v] if isinstance(v, list) else v.numpy()
+                                   for k, v in out.items()})
+            served = loaded.signatures["mlm"](**{k: tf.constant(v) for k, v in inputs.items()})
+            results["mlm signature"].append({k: v.numpy() for k, v in served.items()})
     for ids, mask, types in batches:
         ids_t, mask_t, types_t = (tf.constant(a) for a in (ids, mask, types))
         if export_format == "legacy":
@@ -122,32 +153,39 @@ def compare_to_reference(results, reference, batches) -> dict[str, dict[str, flo
             figures[entry]["encoder_outputs"] = max(
                 relative_error([o["encoder_outputs"][i] for o in per_batch],
                                [r.encoder_outputs[i] for r in reference], masks) for i in range(layers))
+        if "mlm_logits" in per_batch[0]:
+            figures[entry]["mlm_logits"] = relative_error([o["mlm_logits"] for o in per_batch],
+                                                          [r.mlm_logits for r in reference])
     return figures
 
 
 def verify_saved_model(saved_model_dir: str, export_format: str, config: BertConfig,
-                       checkpoint_path: str, tolerance: float = TOLERANCE) -> VerificationReport:
-    """Compares the SavedModel at `saved_model_dir` with the numpy reference of the checkpoint."""
+                       checkpoint_path: str, tolerance: float = TOLERANCE,
+                       with_mlm: bool = False) -> VerificationReport:
+    """Compares the SavedModel at `saved_model_dir` with the numpy reference of the checkpoint
+    (`with_mlm`: the `.mlm` subobject's logits too)."""
     from export.checkpoints import open_checkpoint
     from export.reference import reference_forward
     from export.weights import check_checkpoint
 
     batches = fixed_batches(config)
+    positions = fixed_mlm_positions(batches) if with_mlm else None
     reader = open_checkpoint(checkpoint_path)
     check_checkpoint(reader, config, "config")  # also declares the weights the exporter initialised
     # The reference first: its layer-at-a-time working set is gone before the SavedModel loads.
-    reference = reference_forward(config, reader.read, batches)
-    results = run_saved_model(saved_model_dir, export_format, batches)
+    reference = reference_forward(config, reader.read, batches, positions)
+    results = run_saved_model(saved_model_dir, export_format, batches, positions)
     figures = compare_to_reference(results, reference, batches)
     passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())
     return VerificationReport(passed, tolerance, figures, describe_batches(batches))
 
 
 def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: BertConfig,
-                            checkpoint_path: str, tolerance: float = TOLERANCE) -> VerificationReport:
+                            checkpoint_path: str, tolerance: float = TOLERANCE,
+                            with_mlm: bool = False) -> VerificationReport:
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
     command = [sys.executable, "-m", "export.verify", saved_model_dir, export_format,
-               json.dumps(config.to_json_dict()), checkpoint_path, repr(tolerance)]
+               json.dumps(config.to_json_dict()), checkpoint_path, repr(tolerance), "mlm" if with_mlm else "encoder"]
     env = environment_for_consumers()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -159,10 +197,11 @@ def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: Be
 
 
 def _main(argv: list[str]) -> int:
-    saved_model_dir, export_format, config_json, checkpoint_path, tolerance = argv
+    saved_model_dir, export_format, config_json, checkpoint_path, tolerance, entries = argv
     config = parse_bert_config(json.loads(config_json), "config")
     try:
-        report = verify_saved_model(saved_model_dir, export_format, config, checkpoint_path, float(tolerance))
+        report = verify_saved_model(saved_model_dir, export_format, config, checkpoint_path, float(tolerance),
+                                    with_mlm=entries == "mlm")
     except (InputError, VerificationError) as e:
         print(str(e), file=sys.stderr)
         return 1

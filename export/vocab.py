@@ -1,4 +1,5 @@
-"""The WordPiece vocabulary: read, checked, and its casing inferred from its content."""
+"""The tokenizer's vocabulary (a WordPiece vocab.txt or a SentencePiece .model): read, checked,
+and its casing inferred from its content."""
 
 from __future__ import annotations
 
@@ -12,10 +13,35 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _RESERVED = re.compile(r"^(\[[^\]]*\]|<[^>]*>)$")  # [unused12], [CLS], <S>, ...
 
 
+WORDPIECE, SENTENCEPIECE = "wordpiece", "sentencepiece"
+SP_SPECIAL_TOKENS = ("[CLS]", "[SEP]")  # BERT packing needs these; SentencePiece supplies <unk>
+SP_PAD_TOKENS = ("<pad>", "[PAD]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerFile:
+    """The file a tokenizer is built from, and its SavedModel attribute (as export_tfhub names it)."""
+    kind: str  # WORDPIECE or SENTENCEPIECE
+    path: str
+
+    @property
+    def attribute(self) -> str:
+        return "vocab_file" if self.kind == WORDPIECE else "sp_model_file"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.attribute
+
+
 @dataclasses.dataclass(frozen=True)
 class Vocab:
     path: str
     tokens: tuple[str, ...]
+    kind: str = WORDPIECE
+
+    @property
+    def file(self) -> TokenizerFile:
+        return TokenizerFile(self.kind, self.path)
 
     @property
     def size(self) -> int:
@@ -49,6 +75,30 @@ def read_vocab(path: str) -> Vocab:
     if missing:
         raise InputError(f"{name}: special token(s) {', '.join(missing)} missing")
     return Vocab(path=path, tokens=tokens)
+
+
+def read_sp_model(path: str) -> Vocab:
+    """Reads a SentencePiece model's pieces (with the `sentencepiece` library, as tf-models does)."""
+    import sentencepiece
+
+    name = os.path.basename(path) or path
+    if not os.path.isfile(path):
+        raise InputError(f"--sp_model_file: {path} does not exist" if not os.path.exists(path)
+                         else f"--sp_model_file: {path} is not a file")
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        with open(path, "rb") as f:
+            processor.LoadFromSerializedProto(f.read())
+    except (OSError, RuntimeError) as e:
+        raise InputError(f"{name}: not a SentencePiece model ({str(e).splitlines()[0] if str(e) else e})") from e
+    tokens = tuple(processor.id_to_piece(i) for i in range(processor.get_piece_size()))
+    missing = [t for t in SP_SPECIAL_TOKENS if processor.piece_to_id(t) == processor.unk_id()]
+    if not any(processor.piece_to_id(t) != processor.unk_id() for t in SP_PAD_TOKENS):
+        missing.append(" or ".join(SP_PAD_TOKENS))
+    if missing:
+        raise InputError(f"{name}: special piece(s) {', '.join(missing)} missing (BERT inputs need them; train "
+                         "with --user_defined_symbols=[CLS],[SEP],[MASK] and --pad_id)")
+    return Vocab(path=path, tokens=tokens, kind=SENTENCEPIECE)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,13 @@ LAYER_SUFFIXES = (
     "output/ln/gamma", "output/ln/beta",
 )
 POOLER_NAMES = ("pooler/kernel", "pooler/bias")
+# The masked-LM head (google-research `cls/predictions`): a dense transform in the encoder's
+# activation, a LayerNorm, then logits against the word embeddings (the decoder is tied to them)
+# plus an output bias.
+MLM_NAMES = ("mlm/transform/kernel", "mlm/transform/bias", "mlm/ln/gamma", "mlm/ln/beta", "mlm/output_bias")
+# A separate copy of the decoder matrix some formats store (Hugging Face `cls.predictions.decoder
+# .weight`, tf-models' `masked_lm/embedding_table`); it must equal the word embeddings.
+MLM_DECODER = "mlm/decoder"
 
 # Weight classes a checkpoint may lack and still export (with a loud warning, or an error with
 # --strict): name -> (canonical names, what exporting without them means).
@@ -68,6 +75,38 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     shapes["pooler/kernel"] = (h, h)
     shapes["pooler/bias"] = (h,)
     return shapes
+
+
+def mlm_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """The masked-LM head's canonical weights with their shapes."""
+    h = config.hidden_size
+    return {"mlm/transform/kernel": (h, h), "mlm/transform/bias": (h,), "mlm/ln/gamma": (h,),
+            "mlm/ln/beta": (h,), "mlm/output_bias": (config.vocab_size,)}
+
+
+def check_mlm_head(reader: "CheckpointReader", config: BertConfig, config_name: str) -> None:
+    """Checks the checkpoint holds the whole masked-LM head, in the shapes `config` implies, and
+    that any stored decoder matrix is the word embeddings (the tied decoder this tool exports)."""
+    ckpt = reader.display_name
+    expected = mlm_shapes(config)
+    missing = [name for name in expected if name not in reader.tensors]
+    if missing:
+        raise InputError(f"{ckpt} lacks the masked-LM head --export_type=model_with_mlm needs: "
+                         + ", ".join(reader.source_name_for(m) for m in missing)
+                         + " (pretraining checkpoints hold it; fine-tuned ones usually do not)")
+    wrong = [f"{reader.tensors[name].name} is {list(reader.tensors[name].shape)}, expected {list(shape)}"
+             for name, shape in expected.items() if reader.tensors[name].canonical_shape != shape]
+    if wrong:
+        raise InputError(f"{ckpt} does not match {config_name}: " + "; ".join(wrong))
+    decoder = reader.tensors.get(MLM_DECODER)
+    if decoder is not None:
+        import numpy as np
+
+        word = reader.read("embeddings/word")
+        if decoder.canonical_shape != word.shape or not np.array_equal(reader.read(MLM_DECODER), word):
+            raise InputError(f"{ckpt}: the masked-LM decoder {decoder.name} is not tied to the word "
+                             f"embeddings {reader.source_name_for('embeddings/word')} (an untied decoder "
+                             "is not supported)")
 
 
 def check_checkpoint(reader: "CheckpointReader", config: BertConfig, config_name: str,

@@ -83,22 +83,69 @@ class Model:
                 f"--model_checkpoint_path={self.checkpoint}", f"--export_path={export_path}", *extra]
 
 
-def make_tf1_model(directory, config=TINY, seed=0, cased=True, extras=True) -> Model:
+# canonical name -> google-research run_pretraining.py's masked-LM head variable.
+GOOGLE_MLM_NAMES = {
+    "mlm/transform/kernel": "cls/predictions/transform/dense/kernel",
+    "mlm/transform/bias": "cls/predictions/transform/dense/bias",
+    "mlm/ln/gamma": "cls/predictions/transform/LayerNorm/gamma",
+    "mlm/ln/beta": "cls/predictions/transform/LayerNorm/beta",
+    "mlm/output_bias": "cls/predictions/output_bias",
+}
+
+
+def random_mlm_head(config: BertConfig, seed: int = 1) -> dict[str, np.ndarray]:
+    """Random masked-LM head weights, LayerNorm gamma away from 1 so a swapped gamma/beta shows."""
+    rng = np.random.default_rng(seed)
+    h, v = config.hidden_size, config.vocab_size
+    return {"mlm/transform/kernel": rng.normal(0, 0.1, (h, h)).astype(np.float32),
+            "mlm/transform/bias": rng.normal(0, 0.1, h).astype(np.float32),
+            "mlm/ln/gamma": rng.uniform(0.5, 1.5, h).astype(np.float32),
+            "mlm/ln/beta": rng.normal(0, 0.1, h).astype(np.float32),
+            "mlm/output_bias": rng.normal(0, 0.5, v).astype(np.float32)}
+
+
+def make_tf1_model(directory, config=TINY, seed=0, cased=True, extras=True, mlm=False) -> Model:
+    """A google-research checkpoint of random weights; `mlm` adds the pretraining heads."""
     os.makedirs(directory, exist_ok=True)
     weights = synthetic.random_weights(config, seed)
     arrays = {google_research_names(config.num_hidden_layers)[k]: v for k, v in weights.items()}
+    h = config.hidden_size
     if extras:  # what real checkpoints also hold and the exporter must skip
-        h = config.hidden_size
         arrays |= {"cls/predictions/output_bias": np.zeros(config.vocab_size, np.float32),
                    "cls/seq_relationship/output_weights": np.ones((2, h), np.float32),
                    "bert/pooler/dense/kernel/adam_m": np.zeros((h, h), np.float32),
                    "bert/pooler/dense/kernel/adam_v": np.zeros((h, h), np.float32),
                    "global_step": np.array(7, np.int64)}
+    if mlm:
+        weights |= random_mlm_head(config, seed + 1)
+        arrays |= {GOOGLE_MLM_NAMES[k]: weights[k] for k in GOOGLE_MLM_NAMES}
+        arrays |= {"cls/seq_relationship/output_weights": np.ones((2, h), np.float32),
+                   "cls/seq_relationship/output_bias": np.zeros(2, np.float32)}
     model = Model(directory, config, os.path.join(str(directory), "bert_model.ckpt"), weights, cased)
     write_google_checkpoint(model.checkpoint, arrays)
     write_config(model.bert_config_file, config)
     synthetic.write_vocab(model.vocab_file, config.vocab_size, cased=cased)
     return model
+
+
+def write_sentencepiece_model(path, vocab_size: int = TINY.vocab_size, lowercase: bool = False,
+                              special_pieces=("[CLS]", "[SEP]", "[MASK]")) -> str:
+    """Trains a tiny SentencePiece model (the `sentencepiece` trainer) on the Latin-script lines of
+    tests/data/sentences.txt, lowercased when `lowercase`, with BERT's special pieces and <pad>."""
+    import io
+
+    import sentencepiece
+
+    with open(os.path.join(os.path.dirname(__file__), "data", "sentences.txt"), encoding="utf-8") as f:
+        lines = [line for line in f.read().split("\n") if line and all(ord(c) < 0x2000 for c in line)]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([line.lower() for line in lines] if lowercase else lines), model_writer=model,
+        vocab_size=vocab_size, user_defined_symbols=list(special_pieces), pad_id=0, unk_id=1, bos_id=-1,
+        eos_id=-1, model_type="unigram", character_coverage=0.98, minloglevel=2)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return str(path)
 
 
 def tf_models_encoder_v2(config: BertConfig, weights: dict[str, np.ndarray], approximate_gelu: bool = True):

@@ -113,9 +113,9 @@ def test_planted_transposition_fails_verification(monkeypatch, tmp_path, tf1_mod
     directory = write_hf_model(tmp_path / "hf", tf1_model.weights, vocab_from=tf1_model.vocab_file)
     original = model_module.build_hub_encoder
 
-    def build(config, read_weight, *args):  # the builder forgets to transpose one torch Linear
+    def build(config, read_weight, *args, **kwargs):  # the builder forgets to transpose one torch Linear
         return original(config, lambda n: read_weight(n).T.copy() if n == "layer_0/attention/value/kernel"
-                        else read_weight(n), *args)
+                        else read_weight(n), *args, **kwargs)
     monkeypatch.setattr(model_module, "build_hub_encoder", build)
     with pytest.raises(VerificationError):
         run_export(ExportOptions("", directory, "", str(tmp_path / "out")))

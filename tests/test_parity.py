@@ -62,8 +62,8 @@ def _plant(monkeypatch, corrupt):
     """Makes the builder receive corrupted weights; the verifier reads the checkpoint on its own."""
     original = model_module.build_hub_encoder
 
-    def build(config, read_weight, *args):
-        return original(config, lambda name: corrupt(name, read_weight), *args)
+    def build(config, read_weight, *args, **kwargs):
+        return original(config, lambda name: corrupt(name, read_weight), *args, **kwargs)
     monkeypatch.setattr(model_module, "build_hub_encoder", build)
 
 

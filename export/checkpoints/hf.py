@@ -15,6 +15,7 @@ import numpy as np
 
 from export.checkpoints.base import KEEP, TRANSPOSE, CheckpointReader, SourceTensor, invert_tables
 from export.config import HUGGING_FACE
+from export.weights import MLM_DECODER
 from export.errors import InputError
 
 FLAG = "--model_checkpoint_path"
@@ -26,7 +27,16 @@ _TOP = {
     "embeddings.LayerNorm.bias": ("embeddings/ln/beta", KEEP),
     "pooler.dense.weight": ("pooler/kernel", TRANSPOSE),
     "pooler.dense.bias": ("pooler/bias", KEEP),
+    # BertForPreTraining / BertForMaskedLM's masked-LM head (`cls.predictions`).
+    "cls.predictions.transform.dense.weight": ("mlm/transform/kernel", TRANSPOSE),
+    "cls.predictions.transform.dense.bias": ("mlm/transform/bias", KEEP),
+    "cls.predictions.transform.LayerNorm.weight": ("mlm/ln/gamma", KEEP),
+    "cls.predictions.transform.LayerNorm.bias": ("mlm/ln/beta", KEEP),
+    "cls.predictions.bias": ("mlm/output_bias", KEEP),
+    "cls.predictions.decoder.weight": (MLM_DECODER, KEEP),  # tied to the word embeddings
 }
+# The decoder's bias is `cls.predictions.bias` under a second name; some files hold only it.
+_DECODER_BIAS = "cls.predictions.decoder.bias"
 _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 _LAYER_SUFFIXES = {
     "attention.self.query.weight": ("attention/query/kernel", TRANSPOSE),
@@ -46,8 +56,8 @@ _LAYER_SUFFIXES = {
     "output.LayerNorm.weight": ("output/ln/gamma", KEEP),
     "output.LayerNorm.bias": ("output/ln/beta", KEEP),
 }
-# Not part of the encoder: the position-ids buffer and the pretraining heads (cls.*).
-_SKIPPED = re.compile(r"(^embeddings\.position_ids$|^cls\.)")
+# Not part of the encoder: the position-ids buffer and the next-sentence head.
+_SKIPPED = re.compile(r"(^embeddings\.position_ids$|^cls\.seq_relationship\.)")
 _OLD_LAYER_NORM_NAMES = ((".gamma", ".weight"), (".beta", ".bias"))  # pre-2019 PyTorch conversions
 
 
@@ -99,6 +109,7 @@ class HFCheckpointReader(CheckpointReader):
         self._file_of: dict[str, str] = {}
         self._prefixed = False
         layers: set[int] = set()
+        decoder_bias = None
         for file in files:
             try:
                 handle = safe_open(file, framework="numpy")
@@ -119,10 +130,14 @@ class HFCheckpointReader(CheckpointReader):
                     canonical, merge = _LAYER_SUFFIXES[match.group(2)]
                     mapped = (f"layer_{int(match.group(1))}/{canonical}", merge)
                     layers.add(int(match.group(1)))
-                if mapped is None:
+                if hf_name == _DECODER_BIAS:
+                    decoder_bias = SourceTensor(name, shape)
+                elif mapped is None:
                     self.unexpected.append(name)
                 else:
                     self.tensors[mapped[0]] = SourceTensor(name, shape, mapped[1])
+        if decoder_bias is not None:
+            self.tensors.setdefault("mlm/output_bias", decoder_bias)
         self.num_layers = max(layers) + 1 if layers else 0
 
     @property
@@ -137,7 +152,9 @@ class HFCheckpointReader(CheckpointReader):
         name = invert_tables(canonical_name, ((n, c) for n, (c, _) in _TOP.items()),
                              ((n, c) for n, (c, _) in _LAYER_SUFFIXES.items()),
                              lambda index, suffix: f"encoder.layer.{index}.{suffix}")
-        return canonical_name if name is None else ("bert." if self._prefixed else "") + name
+        if name is None:
+            return canonical_name
+        return name if name.startswith("cls.") or not self._prefixed else "bert." + name
 
     def _read_source(self, name: str) -> np.ndarray:
         try:

@@ -17,6 +17,13 @@ _EMBEDDINGS = {
     "bert/pooler/dense/kernel": "pooler/kernel",
     "bert/pooler/dense/bias": "pooler/bias",
 }
+_MLM_HEAD = {  # the pretraining checkpoint's masked-LM head; its decoder is the word embeddings
+    "cls/predictions/transform/dense/kernel": "mlm/transform/kernel",
+    "cls/predictions/transform/dense/bias": "mlm/transform/bias",
+    "cls/predictions/transform/LayerNorm/gamma": "mlm/ln/gamma",
+    "cls/predictions/transform/LayerNorm/beta": "mlm/ln/beta",
+    "cls/predictions/output_bias": "mlm/output_bias",
+}
 _LAYER = re.compile(r"^bert/encoder/layer_(\d+)/(.+)$")
 _LAYER_SUFFIXES = {
     "attention/self/query/kernel": "attention/query/kernel",
@@ -37,13 +44,13 @@ _LAYER_SUFFIXES = {
     "output/LayerNorm/beta": "output/ln/beta",
 }
 # Present in real checkpoints, not part of the encoder: optimizer slots, the step counter, the
-# pretraining heads (cls/...) and run_classifier's task head.
-_SKIPPED = re.compile(r"(^global_step$|/adam_[mv]$|^cls/|^output_weights$|^output_bias$|^good_steps$|^loss_scale$)")
+# next-sentence head (cls/seq_relationship) and run_classifier's task head.
+_SKIPPED = re.compile(r"(^global_step$|/adam_[mv]$|^cls/seq_relationship/|^output_weights$|^output_bias$|^good_steps$|^loss_scale$)")
 
 
 def google_name(canonical: str) -> str:
     """The google-research variable name of a canonical weight."""
-    name = invert_tables(canonical, _EMBEDDINGS.items(), _LAYER_SUFFIXES.items(),
+    name = invert_tables(canonical, [*_EMBEDDINGS.items(), *_MLM_HEAD.items()], _LAYER_SUFFIXES.items(),
                          lambda index, suffix: f"bert/encoder/layer_{index}/{suffix}")
     if name is None:
         raise KeyError(canonical)
@@ -67,7 +74,7 @@ class TF1CheckpointReader(TFCheckpointReader):
         for name, shape in sorted(files.shapes.items()):
             if _SKIPPED.search(name):
                 continue
-            canonical = _EMBEDDINGS.get(name)
+            canonical = _EMBEDDINGS.get(name) or _MLM_HEAD.get(name)
             match = _LAYER.match(name)
             if match and match.group(2) in _LAYER_SUFFIXES:
                 layers.add(int(match.group(1)))

@@ -14,6 +14,7 @@ import re
 from export.checkpoints.base import KEEP, MERGE_ALL, MERGE_LEADING, MERGE_TRAILING, SourceTensor, \
     invert_tables
 from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
+from export.weights import MLM_DECODER
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _ROOTS = ("encoder", "model")
@@ -50,6 +51,16 @@ _LAYER_SUFFIXES = {
     "_output_layer_norm/gamma": ("output/ln/gamma", KEEP),
     "_output_layer_norm/beta": ("output/ln/beta", KEEP),
 }
+# BertPretrainerV2's masked-LM head, saved beside the encoder as `masked_lm/...`.
+_MLM_ROOT = "masked_lm"
+_MLM_HEAD = {
+    "dense/kernel": "mlm/transform/kernel",
+    "dense/bias": "mlm/transform/bias",
+    "layer_norm/gamma": "mlm/ln/gamma",
+    "layer_norm/beta": "mlm/ln/beta",
+    "output_bias.Sbias": "mlm/output_bias",
+    "embedding_table": MLM_DECODER,  # the encoder's word embeddings, saved again by the head
+}
 _NAMED_LAYER = re.compile(r"^_transformer_layers/(\d+)/(.+)$")
 _NUMBERED = re.compile(r"^layer_with_weights-(\d+)/(.+)$")
 _SKIPPED = re.compile(r"(^_CHECKPOINTABLE_OBJECT_GRAPH$|^save_counter/|/\.OPTIMIZER_SLOT/|^optimizer/)")
@@ -59,6 +70,12 @@ def _encoder_root(names: list[str]) -> str | None:
     for root in _ROOTS:
         if any(n.startswith(root + "/") and n.endswith(_SUFFIX) for n in names):
             return root
+    return None
+
+
+def _mlm_head_path(name: str) -> str | None:
+    if name.startswith(_MLM_ROOT + "/") and name.endswith(_SUFFIX):
+        return name[len(_MLM_ROOT) + 1: -len(_SUFFIX)]
     return None
 
 
@@ -79,13 +96,21 @@ class TF2CheckpointReader(TFCheckpointReader):
                 continue
             if name.startswith(root + "/") and name.endswith(_SUFFIX):
                 entries[name[len(root) + 1: -len(_SUFFIX)]] = (name, shape)
+            elif _mlm_head_path(name) in _MLM_HEAD:
+                self._add(_MLM_HEAD[_mlm_head_path(name)], (name, shape))
             else:
                 self.unexpected.append(name)
         numbered = any(_NUMBERED.match(path) for path in entries)
         layers = self._map_numbered(entries) if numbered else self._map_named(entries)
+        if "embeddings/word" not in self.tensors and MLM_DECODER in self.tensors:
+            # A variable two objects share is saved once, under its first path: in BertPretrainerV2
+            # checkpoints the word embeddings are stored only as the head's `masked_lm/embedding_table`.
+            self.tensors["embeddings/word"] = self.tensors.pop(MLM_DECODER)
         self.num_layers = max(layers) + 1 if layers else 0
 
     def source_name_for(self, canonical_name: str) -> str:
+        if canonical_name.startswith("mlm/"):
+            return next(f"{_MLM_ROOT}/{path}" for path, c in _MLM_HEAD.items() if c == canonical_name)
         name = invert_tables(canonical_name, _NAMED_TOP.items(),
                              ((path, canonical) for path, (canonical, _) in _LAYER_SUFFIXES.items()),
                              lambda index, path: f"_transformer_layers/{index}/{path}")
