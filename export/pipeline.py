@@ -25,7 +25,8 @@ from export.config import BertConfig, load_bert_config
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
 from export.report import ExportReport, hash_file, runtime_versions
-from export.vocab import WORDPIECE, CasingDecision, Vocab, decide_do_lower_case, read_sp_model, read_vocab
+from export.vocab import WORDPIECE, CasingDecision, Vocab, decide_do_lower_case, read_sp_model, read_vocab, \
+    require_unpadded_lines
 from export.weights import check_checkpoint, check_mlm_head
 
 EXPORT_FORMATS = ("legacy", "v2")
@@ -161,6 +162,8 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
         raise InputError(f"--default_seq_length={opts.default_seq_length} exceeds {config_name}'s "
                          f"max_position_embeddings={config.max_position_embeddings}")
     reader, warnings = None, []
+    if opts.export_type == "preprocessing" and vocab.kind == WORDPIECE:
+        require_unpadded_lines(vocab)
     if opts.is_encoder:
         reader = open_checkpoint(opts.model_checkpoint_path)
         # What `hidden_act` means is decided by the code that trained the checkpoint, not the config file.

@@ -77,6 +77,16 @@ def read_vocab(path: str) -> Vocab:
     return Vocab(path=path, tokens=tokens)
 
 
+def require_unpadded_lines(vocab: Vocab) -> None:
+    """FullTokenizer strips each vocab line; TF's text-file lookup table (the preprocessor's) does
+    not, so a line with surrounding whitespace (CRLF endings...) would tokenise differently there."""
+    lines = read_input_text(vocab.path, "--vocab_file").split("\n")
+    for number, line in enumerate(lines[:vocab.size], 1):
+        if line != line.strip():
+            raise InputError(f"{os.path.basename(vocab.path)}: line {number} ({line!r}) has surrounding whitespace "
+                             "(CRLF line endings?); TF's lookup table would not strip it")
+
+
 def read_sp_model(path: str) -> Vocab:
     """Reads a SentencePiece model's pieces (with the `sentencepiece` library, as tf-models does)."""
     import sentencepiece

@@ -1,0 +1,272 @@
+"""The TF Hub BERT preprocessor: raw strings in, the encoder's three int32 inputs out.
+
+`build_preprocessor` returns a plain AutoTrackable (not a Keras model) with TF Hub's Preprocessor
+API (https://www.tensorflow.org/hub/common_saved_model_apis/text): `obj(sentences)`,
+`obj.tokenize(sentences)`, `obj.tokenize.get_special_tokens_dict()` and
+`obj.bert_pack_inputs(segments, seq_length=...)`, plus a `serving_default` signature.
+
+Tokenisation reproduces tf-models' reference tokenizers exactly rather than tensorflow_text's
+own BertTokenizer, which differs from FullTokenizer (ICU NFKC case folding instead of
+`str.lower()` + accent stripping, no removal of control/format characters, a 100-byte word limit):
+  * WordPiece: FullTokenizer's BasicTokenizer rules spelled out with regex ops, then
+    `text.WordpieceTokenizer` (greedy longest match) on the words it produces.
+  * SentencePiece: tf-models' `SentencepieceTokenizer` layer as `create_preprocessing` uses it
+    (NFD, strip Mn, optional NFKC case folding, then the SentencePiece op).
+Packing is tf-models' `BertPackInputs` (round-robin trimming, [CLS] a [SEP] b [SEP], padding).
+
+Consumers must `import tensorflow_text` before loading the SavedModel: the tokenizer, trimmer and
+packing ops are tensorflow_text custom ops, registered only by that import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow as tf
+import tensorflow_text as text
+
+from export.errors import InputError
+from export.model import INPUT_NAMES
+from export.vocab import SP_PAD_TOKENS, read_vocab, require_unpadded_lines
+
+KINDS = ("wordpiece", "sentencepiece")
+MAX_CHARS_PER_WORD = 400  # FullTokenizer's WordpieceTokenizer: longer words become [UNK]
+UNKNOWN_TOKEN = "[UNK]"
+
+# FullTokenizer's character classes as RE2 classes (tokenization.py: _is_control, _is_whitespace,
+# _is_punctuation, _is_chinese_char). Dropped: NUL, U+FFFD and categories Cc/Cf except \t\n\r.
+DROPPED_CHARS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\p{Cf}\x{FFFD}]"
+# Whitespace: \t\n\r and Zs; Zl/Zp too, since Python's str.split() separates words at them.
+WHITESPACE_CHARS = r"[\t\n\r\p{Z}]"
+PUNCTUATION_CHARS = r"[!-/:-@\[-`{-~\p{P}]"  # every non-alphanumeric ASCII symbol, and category P
+CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+              (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+CJK_CHARS = "[" + "".join(rf"\x{{{lo:X}}}-\x{{{hi:X}}}" for lo, hi in CJK_RANGES) + "]"
+
+_SENTENCES_SPEC = tf.TensorSpec([None], tf.string, name="sentences")
+_AutoTrackable = tf.__internal__.tracking.AutoTrackable
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    kind: str            # "wordpiece" or "sentencepiece"
+    path: str            # vocab.txt or SentencePiece .model
+    do_lower_case: bool
+
+
+# ----------------------------------------------------------------------------------------------
+# Text normalisation and tokenisation (graph ops)
+
+def wordpiece_words(sentences: tf.Tensor, do_lower_case: bool) -> tf.RaggedTensor:
+    """FullTokenizer's BasicTokenizer: [batch] strings -> [batch, (words)] strings."""
+    s = tf.strings.regex_replace(sentences, DROPPED_CHARS, "")
+    s = tf.strings.regex_replace(s, WHITESPACE_CHARS, " ")
+    s = tf.strings.regex_replace(s, CJK_CHARS, r" \0 ")
+    if do_lower_case:
+        # ICU full lowercasing, as Python's str.lower() (final sigma, U+0130 -> i + U+0307);
+        # then FullTokenizer's accent stripping: NFD, drop category Mn.
+        s = tf.strings.lower(s, encoding="utf-8")
+        s = text.normalize_utf8(s, "NFD")
+        s = tf.strings.regex_replace(s, r"\p{Mn}", "")
+    words = text.regex_split(s, delim_regex_pattern=f" +|{PUNCTUATION_CHARS}",
+                             keep_delim_regex_pattern=PUNCTUATION_CHARS)
+    too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
+    return words.with_flat_values(tf.where(too_long, UNKNOWN_TOKEN, words.flat_values))
+
+
+def sentencepiece_input(sentences: tf.Tensor, do_lower_case: bool) -> tf.Tensor:
+    """tf-models' SentencepieceTokenizer(strip_diacritics=True) normalisation, in its order."""
+    s = text.normalize_utf8(sentences, "NFD")
+    s = tf.strings.regex_replace(s, r"\p{Mn}", "")
+    return text.case_fold_utf8(s) if do_lower_case else s
+
+
+def _with_batch_rows(tokens: tf.RaggedTensor, sentences: tf.Tensor) -> tf.RaggedTensor:
+    """Pins the outer row count to the batch size (the ops lose it in shape inference)."""
+    splits = tf.reshape(tokens.row_splits, [tf.shape(sentences)[0] + 1])
+    return tf.RaggedTensor.from_row_splits(tokens.values, splits, validate=False)
+
+
+class SpecialTokens(_AutoTrackable):
+    """`tokenize.get_special_tokens_dict`: a callable sub-object, as in tf-models' exports."""
+
+    def __init__(self, ids: dict[str, int]):
+        self._ids = dict(ids)
+
+    @tf.function(input_signature=[], autograph=False)
+    def __call__(self):
+        return {name: tf.constant(value, tf.int32) for name, value in self._ids.items()}
+
+
+class WordpieceTokenize(_AutoTrackable):
+    """`obj.tokenize` for a WordPiece vocab: [batch] -> int32 [batch, (words), (wordpieces)]."""
+
+    def __init__(self, vocab_file: tf.saved_model.Asset, do_lower_case: bool, special_ids: dict[str, int]):
+        # The table reads the asset when the SavedModel is loaded. Anonymous: a shared table
+        # would be named after the file's host path, which would then be saved in the graph.
+        initializer = tf.lookup.TextFileInitializer(
+            vocab_file, key_dtype=tf.string, key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+            value_dtype=tf.int64, value_index=tf.lookup.TextFileIndex.LINE_NUMBER)
+        self.vocab_table = tf.lookup.StaticHashTable(initializer, default_value=-1,
+                                                     experimental_is_anonymous=True)
+        self._do_lower_case = do_lower_case
+        # Words longer than MAX_CHARS_PER_WORD are [UNK] already; no byte limit below that.
+        self._wordpiece = text.WordpieceTokenizer(
+            self.vocab_table, suffix_indicator="##", max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
+            token_out_type=tf.int64, unknown_token=UNKNOWN_TOKEN)
+        self.get_special_tokens_dict = SpecialTokens(special_ids)
+
+    @tf.function(input_signature=[_SENTENCES_SPEC], autograph=False)
+    def __call__(self, sentences):
+        pieces = self._wordpiece.tokenize(wordpiece_words(sentences, self._do_lower_case))
+        return _with_batch_rows(tf.cast(pieces, tf.int32), sentences)
+
+
+class SentencepieceTokenize(_AutoTrackable):
+    """`obj.tokenize` for a SentencePiece model: [batch] -> int32 [batch, (pieces)].
+
+    tensorflow_text's SentencePiece kernel takes the model proto as a string *attribute* of the
+    op that creates its resource (SentencepieceOp), not as a tensor, so it cannot be read from
+    the asset file at load time: the proto is embedded in the graph (as tf-models does), and
+    the same file is attached as the `sp_model_file` asset for consumers.
+    """
+
+    def __init__(self, model_proto: bytes, do_lower_case: bool, special_ids: dict[str, int]):
+        self._do_lower_case = do_lower_case
+        self._sentencepiece = text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+        self.get_special_tokens_dict = SpecialTokens(special_ids)
+
+    @tf.function(input_signature=[_SENTENCES_SPEC], autograph=False)
+    def __call__(self, sentences):
+        pieces = self._sentencepiece.tokenize(sentencepiece_input(sentences, self._do_lower_case))
+        return _with_batch_rows(pieces, sentences)
+
+
+# ----------------------------------------------------------------------------------------------
+# Packing
+
+def pack_inputs(segments: list[tf.RaggedTensor], seq_length, start_of_sequence_id: int,
+                end_of_segment_id: int, padding_id: int) -> dict[str, tf.Tensor]:
+    """tf-models' BertPackInputs.bert_pack_inputs with the round-robin trimmer."""
+    segments = [s.merge_dims(1, -1) if s.ragged_rank > 1 else s for s in segments]
+    trimmed = text.RoundRobinTrimmer(seq_length - (len(segments) + 1)).trim(segments)
+    combined, type_ids = text.combine_segments(trimmed, start_of_sequence_id, end_of_segment_id)
+    word_ids, mask = text.pad_model_inputs(combined, seq_length, pad_value=padding_id)
+    type_ids, _ = text.pad_model_inputs(type_ids, seq_length, pad_value=0)
+    shape = tf.stack([segments[0].nrows(out_type=tf.int32), tf.cast(seq_length, tf.int32)])
+    return {name: tf.reshape(tf.cast(t, tf.int32), shape)
+            for name, t in zip(INPUT_NAMES, (word_ids, mask, type_ids))}
+
+
+def _packing_ids(special_ids: dict[str, int]) -> tuple[int, int, int]:
+    return special_ids["start_of_sequence_id"], special_ids["end_of_segment_id"], special_ids["padding_id"]
+
+
+class BertPackInputs(_AutoTrackable):
+    """`obj.bert_pack_inputs(segments, seq_length=default)`: 1 or 2 int32 ragged segments of
+    ragged rank 1 or 2 -> the encoder's three int32 [batch, seq_length] inputs."""
+
+    def __init__(self, special_ids: dict[str, int], default_seq_length: int):
+        ids = _packing_ids(special_ids)
+
+        # An instance function, so that seq_length's default is this export's (as tf-models'
+        # BertPackInputsSavedModelWrapper); traced once per segment count and ragged rank.
+        @tf.function(autograph=False)
+        def call(inputs, seq_length=default_seq_length):
+            return pack_inputs(list(inputs), seq_length, *ids)
+
+        self.__call__ = call
+        for ragged_rank in (1, 2):
+            for num_segments in (1, 2):
+                call.get_concrete_function(
+                    [tf.RaggedTensorSpec([None] * (ragged_rank + 1), tf.int32)] * num_segments,
+                    seq_length=tf.TensorSpec([], tf.int32))
+
+
+# ----------------------------------------------------------------------------------------------
+# The exported object
+
+class BertPreprocessor(_AutoTrackable):
+    """The SavedModel's root: `obj(sentences)` packs one segment at the default length."""
+
+    def __init__(self, tokenize, special_ids: dict[str, int], default_seq_length: int):
+        self.tokenize = tokenize
+        self.bert_pack_inputs = BertPackInputs(special_ids, default_seq_length)
+        self._pack_ids = _packing_ids(special_ids)
+        self._default_seq_length = default_seq_length
+
+    @tf.function(input_signature=[_SENTENCES_SPEC], autograph=False)
+    def __call__(self, sentences):
+        return pack_inputs([self.tokenize(sentences)], self._default_seq_length, *self._pack_ids)
+
+
+def _wordpiece_special_ids(path: str) -> dict[str, int]:
+    vocab = read_vocab(path)  # InputError naming the file if a special token is missing
+    require_unpadded_lines(vocab)
+    index = {token: i for i, token in enumerate(vocab.tokens)}
+    return {"vocab_size": vocab.size, "start_of_sequence_id": index["[CLS]"],
+            "end_of_segment_id": index["[SEP]"], "padding_id": index["[PAD]"], "mask_id": index["[MASK]"]}
+
+
+def _sentencepiece_special_ids(path: str) -> tuple[bytes, dict[str, int]]:
+    import sentencepiece
+
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as f:
+            proto = f.read()
+    except OSError as e:
+        raise InputError(f"{name}: cannot read the SentencePiece model: {e.strerror}") from e
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    except (RuntimeError, OSError) as e:
+        raise InputError(f"{name}: not a SentencePiece model ({str(e).splitlines()[0]})") from e
+
+    def find(*pieces: str) -> int | None:  # as tf-models: the id must map back to the piece
+        for piece in pieces:
+            piece_id = processor.piece_to_id(piece)
+            if processor.id_to_piece(piece_id) == piece:
+                return piece_id
+        return None
+
+    ids = {"vocab_size": processor.get_piece_size(), "start_of_sequence_id": find("[CLS]"),
+           "end_of_segment_id": find("[SEP]"), "padding_id": find(*SP_PAD_TOKENS), "mask_id": find("[MASK]")}
+    missing = [piece for key, piece in (("start_of_sequence_id", "[CLS]"), ("end_of_segment_id", "[SEP]"),
+                                        ("padding_id", " or ".join(SP_PAD_TOKENS))) if ids[key] is None]
+    if missing:
+        raise InputError(f"{name}: the SentencePiece model has no piece {', '.join(missing)}")
+    return proto, {key: value for key, value in ids.items() if value is not None}  # [MASK] optional
+
+
+def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
+                       ) -> tuple[BertPreprocessor, dict[str, tf.types.experimental.ConcreteFunction]]:
+    """The object to `tf.saved_model.save(obj, dir, signatures=...)` and its signatures.
+
+    `serving_default` maps `sentences` (string [batch]) to the three int32 inputs at
+    `default_seq_length`, for TF Serving, `saved_model_cli` and Keras 3's TFSMLayer.
+    """
+    if spec.kind not in KINDS:
+        raise InputError(f"tokenizer kind {spec.kind!r} is not one of {', '.join(KINDS)}")
+    if default_seq_length < 3:
+        raise InputError(f"default_seq_length {default_seq_length} leaves no room for [CLS] a [SEP]")
+    if spec.kind == "wordpiece":
+        special_ids = _wordpiece_special_ids(spec.path)
+        asset = tf.saved_model.Asset(spec.path)
+        tokenize = WordpieceTokenize(asset, spec.do_lower_case, special_ids)
+        preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
+        preprocessor.vocab_file = asset
+    else:
+        proto, special_ids = _sentencepiece_special_ids(spec.path)
+        tokenize = SentencepieceTokenize(proto, spec.do_lower_case, special_ids)
+        preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
+        preprocessor.sp_model_file = tf.saved_model.Asset(spec.path)
+    preprocessor.do_lower_case = tf.Variable(spec.do_lower_case, trainable=False, name="do_lower_case")
+    return preprocessor, {"serving_default": preprocessor.__call__.get_concrete_function()}
+
+
+def export_preprocessor(spec: TokenizerSpec, export_dir: str, default_seq_length: int = 128) -> str:
+    """Builds and saves the preprocessor at `export_dir`; returns `export_dir`."""
+    preprocessor, signatures = build_preprocessor(spec, default_seq_length)
+    tf.saved_model.save(preprocessor, export_dir, signatures=signatures)
+    return export_dir
