@@ -70,6 +70,8 @@ def _demo_inputs() -> None:
              if FLAGS[name].present]
     if given:
         raise InputError(f"--demo exports the embedded default model; do not combine it with --{given[0]}")
+    if FLAGS.export_type != "model" or FLAGS.export_format not in (None, "legacy"):
+        raise InputError("--demo exports the encoder in the legacy format; drop --export_type/--export_format")
     FLAGS.model_checkpoint_path = demo.model_directory()
     if FLAGS.export_path is None:
         FLAGS.export_path = "bert_demo_export"

@@ -40,6 +40,7 @@ class CardMetadata:
     model_slug: str = ""
     instance_slug: str = ""
     description: str = ""
+    companion: str = ""  # the matching preprocessor's handle (for an encoder), or encoder's (for a preprocessor)
 
     @classmethod
     def for_published_model(cls, name: str) -> "CardMetadata":
@@ -237,6 +238,10 @@ mlm_logits = mlm_outputs["mlm_logits"]  # [batch, num_predictions, {facts.vocab_
 """
 
 
+def _companion_line(words: str, meta: CardMetadata) -> str:
+    return f"\n{words} `{meta.companion}`.\n" if meta.companion else ""
+
+
 def _casing_words(facts: ExportFacts) -> str:
     return ("uncased: inputs are lowercased and accents stripped before tokenization" if facts.do_lower_case else
             "cased: the distinction between lower and upper case and accent markers are preserved")
@@ -272,7 +277,7 @@ This is a [SavedModel in TensorFlow 2 format](https://www.tensorflow.org/hub/tf2
 It uses L={facts.layers} hidden layers (i.e., Transformer blocks), a hidden size of H={facts.hidden_size},
 and A={facts.heads} attention heads ({facts.parameter_count:,} parameters). Inputs are {casing}.
 The export {figure}.
-
+{_companion_line("Raw text is mapped to its inputs by the matching preprocessing model", meta)}
 All parameters in the module are trainable, and fine-tuning all parameters is the recommended
 practice.
 
@@ -334,7 +339,7 @@ This SavedModel is the companion of a BERT encoder: it turns plain text into the
 (`input_word_ids`, `input_mask`, `input_type_ids`). It uses a {vocab} of {facts.vocab_size:,}
 entries; text inputs are {_casing_words(facts)}. It has no trainable parameters and can run in an
 input pipeline outside the training loop. The export {figure}.
-
+{_companion_line("It is the preprocessing model of the encoder", meta)}
 ## Usage
 
 {preprocessing_usage_markdown(facts, handle)}"""

@@ -20,9 +20,9 @@ flags.DEFINE_string("output_dir", None, "Where to write the tarball, SHA256SUMS,
 flags.DEFINE_string("config", None, "A published TF Hub BERT's name: its card facts come from configs/cards.json.")
 flags.DEFINE_string("card_metadata_file", None, "JSON with the card facts the export cannot tell "
                     "(model_name, dataset, language, license_name, owner_slug, model_slug, instance_slug, "
-                    "description); the flags below override it.")
+                    "description, companion); the flags below override it.")
 _CARD_FLAGS = ("model_name", "dataset", "language", "license_name", "owner_slug", "model_slug", "instance_slug",
-               "description")
+               "description", "companion")
 for _name in _CARD_FLAGS:
     flags.DEFINE_string(_name, None, f"Card/Kaggle metadata: {_name}.")
 

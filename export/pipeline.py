@@ -199,12 +199,12 @@ def run_export(opts: ExportOptions) -> ExportResult:
     logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
     version = writer.choose_version(opts.export_path, opts.version, opts.overwrite)
 
+    import tensorflow as tf  # only once inputs are valid
+
     timings["validate_and_import"] = time.monotonic() - start
     t = time.monotonic()
-    obj, signatures, counts = _build(opts, v)  # TensorFlow is imported only once inputs are valid
+    obj, signatures, counts = _build(opts, v)
     timings["read_and_trace"] = time.monotonic() - t
-
-    import tensorflow as tf
 
     for stale in writer.remove_stale_temp_dirs(opts.export_path):
         logging.info("removed stale temporary directory %s", stale)

@@ -21,14 +21,13 @@ packing ops are tensorflow_text custom ops, registered only by that import.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import tensorflow as tf
 import tensorflow_text as text
 
 from export.errors import InputError
 from export.model import INPUT_NAMES
-from export.vocab import SP_PAD_TOKENS, read_vocab, require_unpadded_lines
+from export.vocab import Vocab, read_sp_model, read_vocab, require_unpadded_lines
 
 KINDS = ("wordpiece", "sentencepiece")
 MAX_CHARS_PER_WORD = 400  # FullTokenizer's WordpieceTokenizer: longer words become [UNK]
@@ -201,42 +200,13 @@ class BertPreprocessor(_AutoTrackable):
         return pack_inputs([self.tokenize(sentences)], self._default_seq_length, *self._pack_ids)
 
 
-def _wordpiece_special_ids(path: str) -> dict[str, int]:
-    vocab = read_vocab(path)  # InputError naming the file if a special token is missing
-    require_unpadded_lines(vocab)
-    index = {token: i for i, token in enumerate(vocab.tokens)}
-    return {"vocab_size": vocab.size, "start_of_sequence_id": index["[CLS]"],
-            "end_of_segment_id": index["[SEP]"], "padding_id": index["[PAD]"], "mask_id": index["[MASK]"]}
-
-
-def _sentencepiece_special_ids(path: str) -> tuple[bytes, dict[str, int]]:
-    import sentencepiece
-
-    name = os.path.basename(path)
-    try:
-        with open(path, "rb") as f:
-            proto = f.read()
-    except OSError as e:
-        raise InputError(f"{name}: cannot read the SentencePiece model: {e.strerror}") from e
-    try:
-        processor = sentencepiece.SentencePieceProcessor(model_proto=proto)
-    except (RuntimeError, OSError) as e:
-        raise InputError(f"{name}: not a SentencePiece model ({str(e).splitlines()[0]})") from e
-
-    def find(*pieces: str) -> int | None:  # as tf-models: the id must map back to the piece
-        for piece in pieces:
-            piece_id = processor.piece_to_id(piece)
-            if processor.id_to_piece(piece_id) == piece:
-                return piece_id
-        return None
-
-    ids = {"vocab_size": processor.get_piece_size(), "start_of_sequence_id": find("[CLS]"),
-           "end_of_segment_id": find("[SEP]"), "padding_id": find(*SP_PAD_TOKENS), "mask_id": find("[MASK]")}
-    missing = [piece for key, piece in (("start_of_sequence_id", "[CLS]"), ("end_of_segment_id", "[SEP]"),
-                                        ("padding_id", " or ".join(SP_PAD_TOKENS))) if ids[key] is None]
-    if missing:
-        raise InputError(f"{name}: the SentencePiece model has no piece {', '.join(missing)}")
-    return proto, {key: value for key, value in ids.items() if value is not None}  # [MASK] optional
+def _read_tokenizer_vocab(spec: TokenizerSpec) -> Vocab:
+    """The vocab, checked (an InputError naming the file if a special token is missing)."""
+    if spec.kind == "wordpiece":
+        vocab = read_vocab(spec.path)
+        require_unpadded_lines(vocab)
+        return vocab
+    return read_sp_model(spec.path)
 
 
 def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
@@ -250,15 +220,15 @@ def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
         raise InputError(f"tokenizer kind {spec.kind!r} is not one of {', '.join(KINDS)}")
     if default_seq_length < 3:
         raise InputError(f"default_seq_length {default_seq_length} leaves no room for [CLS] a [SEP]")
+    special_ids = _read_tokenizer_vocab(spec).special_token_ids()
     if spec.kind == "wordpiece":
-        special_ids = _wordpiece_special_ids(spec.path)
         asset = tf.saved_model.Asset(spec.path)
         tokenize = WordpieceTokenize(asset, spec.do_lower_case, special_ids)
         preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
         preprocessor.vocab_file = asset
     else:
-        proto, special_ids = _sentencepiece_special_ids(spec.path)
-        tokenize = SentencepieceTokenize(proto, spec.do_lower_case, special_ids)
+        with open(spec.path, "rb") as f:
+            tokenize = SentencepieceTokenize(f.read(), spec.do_lower_case, special_ids)
         preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
         preprocessor.sp_model_file = tf.saved_model.Asset(spec.path)
     preprocessor.do_lower_case = tf.Variable(spec.do_lower_case, trainable=False, name="do_lower_case")

@@ -12,7 +12,13 @@ changes nothing in the SavedModel; the verifier runs with the consumer's default
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import subprocess
+import sys
+from typing import Callable
+
+from export.errors import InputError, VerificationError
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 _M_MMAP_THRESHOLD = -3
@@ -38,3 +44,28 @@ def environment_for_consumers() -> dict[str, str]:
     if _we_disabled_onednn:
         env.pop(ONEDNN_VARIABLE, None)
     return env
+
+
+def run_verifier_process(module: str, args: list[str], stdin: str | None = None) -> dict:
+    """Runs `python -m <module> <args>` with the consumer's environment (a fresh process loads the
+    SavedModel as a consumer would); returns the JSON report its last stdout line holds. A process
+    that fails to run is a VerificationError naming its last stderr line."""
+    env = environment_for_consumers()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, text=True,
+                          encoding="utf-8", env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise VerificationError(f"{module} process failed (exit {proc.returncode}): {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def verifier_process_main(verify: Callable[[], object]) -> int:
+    """The child's side: prints `verify()`'s report as JSON on the last line; exit 1 on bad input."""
+    try:
+        report = verify()
+    except (InputError, VerificationError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_json_dict()))
+    return 0

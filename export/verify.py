@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 
 import numpy as np
 
 from export.config import BertConfig, parse_bert_config
-from export.errors import InputError, VerificationError
-from export.process import environment_for_consumers
+from export.errors import VerificationError
+from export.process import run_verifier_process, verifier_process_main
 
 TOLERANCE = 1e-5
 
@@ -184,29 +183,16 @@ def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: Be
                             checkpoint_path: str, tolerance: float = TOLERANCE,
                             with_mlm: bool = False) -> VerificationReport:
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
-    command = [sys.executable, "-m", "export.verify", saved_model_dir, export_format,
-               json.dumps(config.to_json_dict()), checkpoint_path, repr(tolerance), "mlm" if with_mlm else "encoder"]
-    env = environment_for_consumers()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise VerificationError(f"verification process failed (exit {proc.returncode}): {tail}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = run_verifier_process("export.verify", [saved_model_dir, export_format, json.dumps(config.to_json_dict()),
+                                                  checkpoint_path, repr(tolerance), "mlm" if with_mlm else "encoder"])
     return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"])
 
 
 def _main(argv: list[str]) -> int:
     saved_model_dir, export_format, config_json, checkpoint_path, tolerance, entries = argv
     config = parse_bert_config(json.loads(config_json), "config")
-    try:
-        report = verify_saved_model(saved_model_dir, export_format, config, checkpoint_path, float(tolerance),
-                                    with_mlm=entries == "mlm")
-    except (InputError, VerificationError) as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    print(json.dumps(report.to_json_dict()))
-    return 0
+    return verifier_process_main(lambda: verify_saved_model(
+        saved_model_dir, export_format, config, checkpoint_path, float(tolerance), with_mlm=entries == "mlm"))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from export.errors import InputError, VerificationError
-from export.process import environment_for_consumers
+from export.errors import InputError
+from export.process import run_verifier_process, verifier_process_main
 
 if TYPE_CHECKING:
     from export.preprocessing import TokenizerSpec
@@ -206,17 +205,10 @@ def verify_preprocessor(saved_model_dir: str, spec: TokenizerSpec,
 def verify_preprocessor_in_fresh_process(saved_model_dir: str, spec: TokenizerSpec,
                                          sentences: list[str] | None = None) -> PreprocessingReport:
     """`verify_preprocessor` in a new Python process; raises VerificationError if that fails to run."""
-    command = [sys.executable, "-m", "export.verify_preprocessing", saved_model_dir, spec.kind, spec.path,
-               str(spec.do_lower_case)]
-    env = environment_for_consumers()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Sentences travel on stdin as JSON: any text, of any size, survives unchanged.
-    proc = subprocess.run(command, input=json.dumps(sentences), capture_output=True, text=True,
-                          encoding="utf-8", env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise VerificationError(f"preprocessor verification process failed (exit {proc.returncode}): {tail}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = run_verifier_process("export.verify_preprocessing",
+                                [saved_model_dir, spec.kind, spec.path, str(spec.do_lower_case)],
+                                stdin=json.dumps(sentences))
     data.pop("summary")
     return PreprocessingReport(**data)
 
@@ -227,13 +219,7 @@ def _main(argv: list[str]) -> int:
     saved_model_dir, kind, path, do_lower_case = argv
     spec = TokenizerSpec(kind, path, do_lower_case == "True")
     sentences = json.loads(sys.stdin.read() or "null")
-    try:
-        report = verify_preprocessor(saved_model_dir, spec, sentences)
-    except (InputError, VerificationError) as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    print(json.dumps(report.to_json_dict()))
-    return 0
+    return verifier_process_main(lambda: verify_preprocessor(saved_model_dir, spec, sentences))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,17 @@ class Vocab:
     def file(self) -> TokenizerFile:
         return TokenizerFile(self.kind, self.path)
 
+    def special_token_ids(self) -> dict[str, int]:
+        """tf-models' `get_special_tokens_dict()`: vocab_size and the ids of [CLS], [SEP], the
+        padding token and (when present) [MASK]. The readers below ensure the first three exist."""
+        index = {token: i for i, token in enumerate(self.tokens)}
+        pad = next(p for p in (("[PAD]",) if self.kind == WORDPIECE else SP_PAD_TOKENS) if p in index)
+        ids = {"vocab_size": self.size, "start_of_sequence_id": index["[CLS]"],
+               "end_of_segment_id": index["[SEP]"], "padding_id": index[pad]}
+        if "[MASK]" in index:
+            ids["mask_id"] = index["[MASK]"]
+        return ids
+
     @property
     def size(self) -> int:
         return len(self.tokens)

@@ -82,6 +82,8 @@ def test_demo_exports_the_real_model_and_prints_path_last(tmp_path):
     assert any(line.startswith("paraphrases score") for line in lines)
     refused = run_cli("--demo", f"--vocab_file={tmp_path}/v.txt", f"--export_path={tmp_path / 'out'}")
     assert_one_line_error(refused, "--demo", "--vocab_file")
+    refused = run_cli("--demo", "--export_type=preprocessing", f"--export_path={tmp_path / 'out'}")
+    assert_one_line_error(refused, "--demo exports the encoder")
 
 
 def test_explicit_casing_flag_that_contradicts_vocab_warns(tf1_model, tmp_path):

@@ -74,8 +74,10 @@ def test_encoder_and_preprocessor_pair_compose_on_raw_strings(tokenizer, tf1_mod
 def test_preprocessing_packages_and_passes_bert_verify(sp_checkpoint, tmp_path):
     result = run_export(ExportOptions(None, None, None, str(tmp_path / "pre"), export_type="preprocessing",
                                       sp_model_file=sp_checkpoint.sp_model_file, do_lower_case=True))
-    package_export(result.path, str(tmp_path / "dist"), CardMetadata(model_name="tiny_preprocess"))
+    package_export(result.path, str(tmp_path / "dist"), CardMetadata(model_name="tiny_preprocess",
+                                                                     companion="me/tiny-bert/tensorFlow2/tiny"))
     card = (tmp_path / "dist" / "README.md").read_text()
+    assert "It is the preprocessing model of the encoder `me/tiny-bert/tensorFlow2/tiny`." in card
     assert card.startswith("# Module tiny_preprocess\nText preprocessing for BERT.")
     assert "SentencePiece model of 300" in card and "import tensorflow_text" in card and "uncased" in card
     assert "<!-- fine-tunable: false -->" in card
