@@ -139,7 +139,8 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
         return ConformanceReport(path, checks)
     obj = state["obj"]
 
-    if "sentences" in obj.signatures["serving_default"].structured_input_signature[1]:
+    serving = obj.signatures.get("serving_default")
+    if serving is not None and "sentences" in serving.structured_input_signature[1]:
         _check_preprocessor(obj, path, sha256sums, run)
         return ConformanceReport(path, checks)
 

@@ -94,6 +94,9 @@ def _tokenizer_config_casing(checkpoint_path: str | None) -> tuple[str, bool] | 
     return (os.path.basename(path), value) if isinstance(value, bool) else None
 
 
+_DEFAULT_TOKENIZER_FILES = ("vocab.txt", "spiece.model")
+
+
 def _read_tokenizer_vocab(opts: ExportOptions) -> Vocab:
     """The WordPiece vocab or SentencePiece model: from its flag, else beside the checkpoint."""
     if opts.vocab_file and opts.sp_model_file:
@@ -109,9 +112,6 @@ def _read_tokenizer_vocab(opts: ExportOptions) -> Vocab:
                          + " or ".join(_DEFAULT_TOKENIZER_FILES) + ")")
     logging.info("--vocab_file not given: using %s from the checkpoint's directory", found)
     return read_sp_model(found) if found.endswith(".model") else read_vocab(found)
-
-
-_DEFAULT_TOKENIZER_FILES = ("vocab.txt", "spiece.model")
 
 
 def _resolve_export_format(opts: ExportOptions) -> str | None:
@@ -138,7 +138,7 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
     export_format = _resolve_export_format(opts)
     if opts.version is not None and opts.version <= 0:
         raise InputError(f"--version must be a positive integer, got {opts.version}")
-    if not 3 <= opts.default_seq_length <= 1_000_000:
+    if opts.default_seq_length < 3:
         raise InputError(f"--default_seq_length must be at least 3 ([CLS] a [SEP]), got {opts.default_seq_length}")
     writer.check_export_path(opts.export_path)
     if opts.is_encoder and not opts.model_checkpoint_path:
