@@ -89,3 +89,16 @@ def test_sentencepiece_export_passes_bert_verify(sp_model, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checks = {c["name"]: c for c in json.loads((tmp_path / "r.json").read_text())["checks"]}
     assert checks["vocab_asset"]["detail"] == "assets/spiece.model" and checks["parity"]["passed"]
+
+
+def test_hugging_face_checkpoint_with_a_sentencepiece_model(sp_model, tmp_path):
+    """An HF directory whose tokenizer is spiece.model: the encoder and the preprocessor both export."""
+    from test_huggingface import write_hf_model
+
+    directory = write_hf_model(tmp_path / "hf", sp_model.weights, "gelu_new", "bert.",
+                               vocab_from=sp_model.sp_model_file)
+    os.rename(os.path.join(directory, "vocab.txt"), os.path.join(directory, "spiece.model"))
+    for export_type in ("model", "preprocessing"):
+        result = run_export(ExportOptions(None, directory, None, str(tmp_path / export_type), export_type=export_type))
+        assert result.report.tokenizer["kind"] == "sentencepiece" and result.report.verification["passed"]
+    assert result.report.config["vocab_size"] == 300  # the preprocessor checked the pieces against config.json
