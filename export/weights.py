@@ -80,8 +80,7 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
 def mlm_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     """The masked-LM head's canonical weights with their shapes."""
     h = config.hidden_size
-    return {"mlm/transform/kernel": (h, h), "mlm/transform/bias": (h,), "mlm/ln/gamma": (h,),
-            "mlm/ln/beta": (h,), "mlm/output_bias": (config.vocab_size,)}
+    return dict(zip(MLM_NAMES, ((h, h), (h,), (h,), (h,), (config.vocab_size,))))
 
 
 def check_mlm_head(reader: "CheckpointReader", config: BertConfig, config_name: str) -> None:
