@@ -25,8 +25,8 @@ from export.config import BertConfig, load_bert_config
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
 from export.report import ExportReport, hash_file, runtime_versions
-from export.vocab import WORDPIECE, CasingDecision, Vocab, decide_do_lower_case, read_sp_model, read_vocab, \
-    require_unpadded_lines
+from export.vocab import SENTENCEPIECE, WORDPIECE, CasingDecision, TokenizerFile, Vocab, decide_do_lower_case, \
+    read_tokenizer_file
 from export.weights import check_checkpoint, check_mlm_head
 
 EXPORT_FORMATS = ("legacy", "v2")
@@ -97,21 +97,21 @@ def _tokenizer_config_casing(checkpoint_path: str | None) -> tuple[str, bool] | 
 _DEFAULT_TOKENIZER_FILES = ("vocab.txt", "spiece.model")
 
 
-def _read_tokenizer_vocab(opts: ExportOptions) -> Vocab:
+def _tokenizer_file(opts: ExportOptions) -> TokenizerFile:
     """The WordPiece vocab or SentencePiece model: from its flag, else beside the checkpoint."""
     if opts.vocab_file and opts.sp_model_file:
         raise InputError("--vocab_file and --sp_model_file are mutually exclusive; pass one")
     if opts.sp_model_file:
-        return read_sp_model(opts.sp_model_file)
+        return TokenizerFile(SENTENCEPIECE, opts.sp_model_file)
     if opts.vocab_file:
-        return read_vocab(opts.vocab_file)
+        return TokenizerFile(WORDPIECE, opts.vocab_file)
     found = _beside_checkpoint(opts.model_checkpoint_path, _DEFAULT_TOKENIZER_FILES) \
         if opts.model_checkpoint_path else None
     if not found:
         raise InputError("--vocab_file or --sp_model_file is required (the checkpoint's directory holds no "
                          + " or ".join(_DEFAULT_TOKENIZER_FILES) + ")")
     logging.info("--vocab_file not given: using %s from the checkpoint's directory", found)
-    return read_sp_model(found) if found.endswith(".model") else read_vocab(found)
+    return TokenizerFile(SENTENCEPIECE if found.endswith(".model") else WORDPIECE, found)
 
 
 def _resolve_export_format(opts: ExportOptions) -> str | None:
@@ -152,7 +152,7 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
         logging.info("--bert_config_file not given: using %s from the checkpoint's directory", config_path)
     config = load_bert_config(config_path) if config_path else None
     config_name = os.path.basename(config_path) if config_path else None
-    vocab = _read_tokenizer_vocab(opts)
+    vocab = read_tokenizer_file(_tokenizer_file(opts), for_lookup_table=opts.export_type == "preprocessing")
     vocab_name = os.path.basename(vocab.path)
     if config is not None and vocab.size != config.vocab_size:
         unit = "lines" if vocab.kind == WORDPIECE else "pieces"
@@ -162,8 +162,6 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
         raise InputError(f"--default_seq_length={opts.default_seq_length} exceeds {config_name}'s "
                          f"max_position_embeddings={config.max_position_embeddings}")
     reader, warnings = None, []
-    if opts.export_type == "preprocessing" and vocab.kind == WORDPIECE:
-        require_unpadded_lines(vocab)
     if opts.is_encoder:
         reader = open_checkpoint(opts.model_checkpoint_path)
         # What `hidden_act` means is decided by the code that trained the checkpoint, not the config file.

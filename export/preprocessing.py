@@ -27,7 +27,7 @@ import tensorflow_text as text
 
 from export.errors import InputError
 from export.model import INPUT_NAMES
-from export.vocab import Vocab, read_sp_model, read_vocab, require_unpadded_lines
+from export.vocab import TokenizerFile, read_tokenizer_file
 
 KINDS = ("wordpiece", "sentencepiece")
 MAX_CHARS_PER_WORD = 400  # FullTokenizer's WordpieceTokenizer: longer words become [UNK]
@@ -200,15 +200,6 @@ class BertPreprocessor(_AutoTrackable):
         return pack_inputs([self.tokenize(sentences)], self._default_seq_length, *self._pack_ids)
 
 
-def _read_tokenizer_vocab(spec: TokenizerSpec) -> Vocab:
-    """The vocab, checked (an InputError naming the file if a special token is missing)."""
-    if spec.kind == "wordpiece":
-        vocab = read_vocab(spec.path)
-        require_unpadded_lines(vocab)
-        return vocab
-    return read_sp_model(spec.path)
-
-
 def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
                        ) -> tuple[BertPreprocessor, dict[str, tf.types.experimental.ConcreteFunction]]:
     """The object to `tf.saved_model.save(obj, dir, signatures=...)` and its signatures.
@@ -220,7 +211,8 @@ def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
         raise InputError(f"tokenizer kind {spec.kind!r} is not one of {', '.join(KINDS)}")
     if default_seq_length < 3:
         raise InputError(f"default_seq_length {default_seq_length} leaves no room for [CLS] a [SEP]")
-    special_ids = _read_tokenizer_vocab(spec).special_token_ids()
+    # InputError naming the file if a special token is missing
+    special_ids = read_tokenizer_file(TokenizerFile(spec.kind, spec.path), for_lookup_table=True).special_token_ids()
     if spec.kind == "wordpiece":
         asset = tf.saved_model.Asset(spec.path)
         tokenize = WordpieceTokenize(asset, spec.do_lower_case, special_ids)

@@ -122,6 +122,17 @@ def read_sp_model(path: str) -> Vocab:
     return Vocab(path=path, tokens=tokens, kind=SENTENCEPIECE)
 
 
+def read_tokenizer_file(file: TokenizerFile, for_lookup_table: bool = False) -> Vocab:
+    """The WordPiece vocab or SentencePiece model `file` names, checked. `for_lookup_table` (the
+    preprocessor's case) also refuses vocab lines TF's lookup table would read differently."""
+    if file.kind == SENTENCEPIECE:
+        return read_sp_model(file.path)
+    vocab = read_vocab(file.path)
+    if for_lookup_table:
+        require_unpadded_lines(vocab)
+    return vocab
+
+
 @dataclasses.dataclass(frozen=True)
 class CasingDecision:
     do_lower_case: bool
