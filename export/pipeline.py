@@ -158,7 +158,7 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
         unit = "lines" if vocab.kind == WORDPIECE else "pieces"
         raise InputError(f"{vocab_name} has {vocab.size} {unit} but {config_name} says "
                          f"vocab_size={config.vocab_size}")
-    if opts.default_seq_length > (config.max_position_embeddings if config else opts.default_seq_length):
+    if not opts.is_encoder and config is not None and opts.default_seq_length > config.max_position_embeddings:
         raise InputError(f"--default_seq_length={opts.default_seq_length} exceeds {config_name}'s "
                          f"max_position_embeddings={config.max_position_embeddings}")
     reader, warnings = None, []

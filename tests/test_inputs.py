@@ -162,3 +162,19 @@ def test_shipped_configs_parse_and_match_published_sizes():
         if name.startswith("bert_en_"):
             assert config.vocab_size == (28996 if "_cased_" in name else 30522)
         assert config.activation == "gelu_tanh"
+
+
+def test_default_seq_length_bounds_only_the_preprocessor(tmp_path):
+    """An encoder with max_position_embeddings below 128 exports; its preprocessor at the default
+    length 128 would not fit, and is refused."""
+    import dataclasses
+
+    from conftest import make_tf1_model
+
+    model = make_tf1_model(tmp_path / "short", config=dataclasses.replace(TINY, max_position_embeddings=64))
+    validate_inputs(ExportOptions(model.bert_config_file, model.checkpoint, model.vocab_file, str(tmp_path / "a")))
+    with pytest.raises(InputError, match="--default_seq_length=128 exceeds bert_config.json's max_position_embeddings=64"):
+        validate_inputs(ExportOptions(model.bert_config_file, model.checkpoint, model.vocab_file, str(tmp_path / "b"),
+                                      export_type="preprocessing"))
+    validate_inputs(ExportOptions(model.bert_config_file, model.checkpoint, model.vocab_file, str(tmp_path / "c"),
+                                  export_type="preprocessing", default_seq_length=64))
