@@ -109,12 +109,13 @@ def run_saved_model(saved_model_dir: str, export_format: str, batches,
     if mlm_positions is not None:
         results |= {"mlm": [], "mlm signature": []}
         for (ids, mask, types), positions in zip(batches, mlm_positions):
-            inputs = {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types,
-                      "masked_lm_positions": positions}
-            out = loaded.mlm({k: tf.constant(v) for k, v in inputs.items()}, training=False)
+            inputs = {name: tf.constant(array) for name, array in (
+                ("input_word_ids", ids), ("input_mask", mask), ("input_type_ids", types),
+                ("masked_lm_positions", positions))}
+            out = loaded.mlm(inputs, training=False)
             results["mlm"].append({k: [t.numpy() for t in v] if isinstance(v, list) else v.numpy()
                                    for k, v in out.items()})
-            served = loaded.signatures["mlm"](**{k: tf.constant(v) for k, v in inputs.items()})
+            served = loaded.signatures["mlm"](**inputs)
             results["mlm signature"].append({k: v.numpy() for k, v in served.items()})
     for ids, mask, types in batches:
         ids_t, mask_t, types_t = (tf.constant(a) for a in (ids, mask, types))

@@ -114,21 +114,27 @@ def test_tf_models_pretrainer_checkpoint_exports_the_same_logits(pretrainer_chec
     np.testing.assert_array_equal(ours, theirs)
 
 
+def _write_hf_pretraining_model(directory, model, prefix: str, extra: dict[str, np.ndarray]) -> str:
+    """`model`'s weights as transformers' BertForPreTraining (gelu_new = the tanh GELU): the
+    encoder, the masked-LM head under HF_MLM_NAMES, and the `extra` tensors."""
+    from safetensors.numpy import load_file, save_file
+
+    directory = write_hf_model(directory, model.weights, "gelu_new", prefix, vocab_from=model.vocab_file)
+    tensors = load_file(os.path.join(directory, "model.safetensors")) | extra
+    for canonical, (name, transposed) in HF_MLM_NAMES.items():
+        array = model.weights[canonical]
+        tensors[name] = np.ascontiguousarray(array.T if transposed else array)
+    save_file(tensors, os.path.join(directory, "model.safetensors"))
+    return directory
+
+
 @pytest.mark.parametrize("prefix", ["bert.", ""])
 def test_hugging_face_head_gives_the_same_logits_as_tf1(prefix, mlm_model, mlm_export, tmp_path):
     """The same weights spelled as transformers' BertForPreTraining (gelu_new = the tanh GELU)."""
-    from safetensors.numpy import load_file, save_file
-
-    directory = write_hf_model(tmp_path / "hf", mlm_model.weights, "gelu_new", prefix,
-                               vocab_from=mlm_model.vocab_file)
-    tensors = load_file(os.path.join(directory, "model.safetensors"))
-    for canonical, (name, transposed) in HF_MLM_NAMES.items():
-        array = mlm_model.weights[canonical]
-        tensors[name] = np.ascontiguousarray(array.T if transposed else array)
-    tensors["cls.predictions.decoder.weight"] = mlm_model.weights["embeddings/word"]
-    tensors["cls.predictions.decoder.bias"] = mlm_model.weights["mlm/output_bias"]
-    tensors["cls.seq_relationship.weight"] = np.zeros((2, TINY.hidden_size), np.float32)
-    save_file(tensors, os.path.join(directory, "model.safetensors"))
+    directory = _write_hf_pretraining_model(tmp_path / "hf", mlm_model, prefix, {
+        "cls.predictions.decoder.weight": mlm_model.weights["embeddings/word"],
+        "cls.predictions.decoder.bias": mlm_model.weights["mlm/output_bias"],
+        "cls.seq_relationship.weight": np.zeros((2, TINY.hidden_size), np.float32)})
     result = run_export(ExportOptions(None, directory, None, str(tmp_path / "out"), export_type=MLM, strict=True))
     assert result.report.verification["passed"]
     ids, mask, types, positions = _batch()
@@ -138,16 +144,8 @@ def test_hugging_face_head_gives_the_same_logits_as_tf1(prefix, mlm_model, mlm_e
 
 
 def test_untied_hugging_face_decoder_is_refused(mlm_model, tmp_path):
-    from safetensors.numpy import load_file, save_file
-
-    directory = write_hf_model(tmp_path / "hf", mlm_model.weights, "gelu_new", "bert.",
-                               vocab_from=mlm_model.vocab_file)
-    tensors = load_file(os.path.join(directory, "model.safetensors"))
-    for canonical, (name, transposed) in HF_MLM_NAMES.items():
-        array = mlm_model.weights[canonical]
-        tensors[name] = np.ascontiguousarray(array.T if transposed else array)
-    tensors["cls.predictions.decoder.weight"] = mlm_model.weights["embeddings/word"] + 1.0
-    save_file(tensors, os.path.join(directory, "model.safetensors"))
+    directory = _write_hf_pretraining_model(tmp_path / "hf", mlm_model, "bert.", {
+        "cls.predictions.decoder.weight": mlm_model.weights["embeddings/word"] + 1.0})
     with pytest.raises(InputError, match="cls.predictions.decoder.weight is not tied"):
         run_export(ExportOptions(None, directory, None, str(tmp_path / "out"), export_type=MLM))
     assert not os.path.exists(tmp_path / "out")
