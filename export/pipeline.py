@@ -19,7 +19,7 @@ import time
 from absl import logging
 
 import export
-from export import writer
+from export.build import writer
 from export.checkpoints.base import CheckpointReader
 from export.config import BertConfig, load_bert_config
 from export.errors import InputError, VerificationError, WriteError, read_input_text
@@ -252,14 +252,14 @@ def run_export(opts: ExportOptions) -> ExportResult:
 def _build(opts: ExportOptions, v: _Validated):
     """The object to save, its signatures, and (variables, parameters) counts of the encoder."""
     if not opts.is_encoder:
-        from export.preprocessing import TokenizerSpec, build_preprocessor
+        from export.build.preprocessing import TokenizerSpec, build_preprocessor
 
         obj, signatures = build_preprocessor(TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case),
                                              opts.default_seq_length)
         fault_point("weights_read")
         fault_point("traced")
         return obj, signatures, None
-    from export.model import build_hub_encoder
+    from export.build.encoder import build_hub_encoder
 
     obj = build_hub_encoder(v.config, v.reader.read, v.export_format, v.vocab.file, v.casing.do_lower_case,
                             with_mlm=opts.export_type == "model_with_mlm")
@@ -274,12 +274,12 @@ def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
     """Checks the saved export in a fresh process: numerically for encoders, token by token for
     the preprocessor. Returns a report with `passed`, `summary()` and `to_json_dict()`."""
     if not opts.is_encoder:
-        from export.preprocessing import TokenizerSpec
-        from export.verify_preprocessing import verify_preprocessor_in_fresh_process
+        from export.build.preprocessing import TokenizerSpec
+        from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
         return verify_preprocessor_in_fresh_process(
             temp_dir, TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case))
-    from export.verify import verify_in_fresh_process
+    from export.verify.numeric import verify_in_fresh_process
 
     return verify_in_fresh_process(temp_dir, v.export_format, v.config, v.reader.checkpoint_path,
                                    with_mlm=opts.export_type == "model_with_mlm")

@@ -12,10 +12,10 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401 - registers the ops of the preprocessing SavedModels
 
 from conftest import call_export, make_tf1_model, write_sentencepiece_model
-from export import preprocessing
-from export import tokenization_reference as reference
+from export.build import preprocessing
+from export.verify import tokenization_reference as reference
 from export.errors import VerificationError
-from export.package import CardMetadata, package_export
+from export.publish.package import CardMetadata, package_export
 from export.pipeline import ExportOptions, run_export
 from test_cli import assert_one_line_error, run_cli
 from test_verify_cli import verify

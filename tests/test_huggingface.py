@@ -13,10 +13,10 @@ import tensorflow as tf
 from conftest import TINY, call_export, google_research_names, random_batch, tf_models_encoder_v2, \
     write_google_checkpoint
 from export import demo
-from export import model as model_module
+from export.build import encoder as model_module
 from export.errors import InputError, VerificationError
 from export.pipeline import ExportOptions, run_export
-from export.verify import TOLERANCE
+from export.verify.numeric import TOLERANCE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY, make_tf1_model, random_batch, write_google_checkpoint
-from export import model as model_module
+from export.build import encoder as model_module
 from export.errors import InputError, VerificationError
 from export.pipeline import ExportOptions, run_export
-from export.verify import TOLERANCE, relative_error
+from export.verify.numeric import TOLERANCE, relative_error
 from test_cli import assert_one_line_error, run_cli
 from test_huggingface import write_hf_model
 
@@ -229,7 +229,7 @@ def test_planted_head_bug_fails_verification(bug, monkeypatch, mlm_model, tmp_pa
 
 
 def test_mlm_export_packages_and_passes_bert_verify(mlm_model, mlm_export, tmp_path):
-    from export.package import CardMetadata, package_export
+    from export.publish.package import CardMetadata, package_export
     from test_verify_cli import verify
 
     package_export(mlm_export, str(tmp_path / "dist"), CardMetadata(model_name="tiny_mlm"))

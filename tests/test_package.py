@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import TINY, call_export, random_batch
-from export.package import CardMetadata, ExportFacts, model_card, package_export
+from export.publish.package import CardMetadata, ExportFacts, model_card, package_export
 from export.report import sha256_of
 
 BERT_PACKAGE = os.path.join(os.path.dirname(sys.executable), "bert-package")

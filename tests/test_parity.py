@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY, call_export, random_batch
-from export import model as model_module
+from export.build import encoder as model_module
 from export.checkpoints import open_checkpoint
 from export.errors import VerificationError
 from export.pipeline import ExportOptions, run_export
-from export.reference import reference_forward
-from export.verify import TOLERANCE, fixed_batches
+from export.verify.reference import reference_forward
+from export.verify.numeric import TOLERANCE, fixed_batches
 
 
 def _options(model, base, **kw) -> ExportOptions:

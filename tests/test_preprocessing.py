@@ -1,4 +1,4 @@
-"""The TF Hub preprocessor export (export/preprocessing.py) against the pure-Python reference.
+"""The TF Hub preprocessor export (export/build/preprocessing.py) against the pure-Python reference.
 
 tests/data/corpus.txt holds one test item per line (read with split("\\n"), so empty lines are
 items too; newline="" so a carriage return inside a line stays in it). Its 1,351 lines, committed:
@@ -37,10 +37,10 @@ import tensorflow_text  # noqa: F401  (registers the ops the exported graphs use
 
 from conftest import call_export
 from export import demo
-from export import tokenization_reference as reference
+from export.verify import tokenization_reference as reference
 from export.errors import InputError
-from export.preprocessing import TokenizerSpec, build_preprocessor, export_preprocessor, sentencepiece_input
-from export.verify_preprocessing import verify_preprocessor_in_fresh_process
+from export.build.preprocessing import TokenizerSpec, build_preprocessor, export_preprocessor, sentencepiece_input
+from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS_PATH = os.path.join(HERE, "data", "corpus.txt")
@@ -414,7 +414,7 @@ def test_composition_in_keras3_with_tfsm_layer(composed, tmp_path):
     spec, pre_dir, enc_dir = composed
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     # The encoder's serving_default takes three keyword inputs; TFSMLayer passes one positional
-    # input (the dict), which the encoder's `serve` endpoint takes (see export/model.py).
+    # input (the dict), which the encoder's `serve` endpoint takes (see export/build/encoder.py).
     proc = subprocess.run([sys.executable, "-c", KERAS3_PROGRAM, pre_dir, enc_dir, json.dumps(COMPOSED_SENTENCES),
                            "serve"], capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,7 +14,7 @@ import tarfile
 import pytest
 import tensorflow as tf
 
-from export.package import CardMetadata, package_export
+from export.publish.package import CardMetadata, package_export
 
 BIN = os.path.dirname(sys.executable)
 

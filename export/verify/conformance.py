@@ -2,7 +2,7 @@
 
 Each check is named and reports pass/fail with a one-line detail. The numerical check is the same
 fresh-process comparison with the float64 numpy reference that `bert-export --verify` runs
-(`export.verify`). Loading a SavedModel runs its graph: check artifacts from trusted sources, or
+(`export.verify.numeric`). Loading a SavedModel runs its graph: check artifacts from trusted sources, or
 inside a sandbox.
 """
 
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from export.report import sha256_of
-from export.writer import REPORT_RELATIVE_PATH
+from export.build.writer import REPORT_RELATIVE_PATH
 
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 # Absolute paths of a build machine that must not be baked into saved_model.pb.
@@ -198,7 +198,7 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
         def parity():
             from export.config import load_bert_config
             from export.checkpoints import open_checkpoint
-            from export.verify import verify_in_fresh_process
+            from export.verify.numeric import verify_in_fresh_process
 
             reader = open_checkpoint(model_checkpoint_path)
             config = load_bert_config(bert_config_file).with_convention(reader.activation_convention, "config")
@@ -293,8 +293,8 @@ def _check_preprocessor(obj, path: str, sha256sums: dict[str, str] | None, run) 
     _check_loads_elsewhere(path, "preprocessing", run)
 
     def tokenization():
-        from export.preprocessing import TokenizerSpec
-        from export.verify_preprocessing import verify_preprocessor_in_fresh_process
+        from export.build.preprocessing import TokenizerSpec
+        from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
         kind, asset = _tokenizer_file(obj)
         result = verify_preprocessor_in_fresh_process(path, TokenizerSpec(kind, asset, bool(obj.do_lower_case.numpy())))

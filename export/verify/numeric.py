@@ -1,7 +1,7 @@
 """Stage 5: numerical verification of a SavedModel against the independent numpy reference.
 
 `verify_saved_model` does the work in the calling process; `verify_in_fresh_process` runs it in a
-new Python process (as `python -m export.verify`), so that what is checked is the SavedModel on
+new Python process (as `python -m export.verify.numeric`), so that what is checked is the SavedModel on
 disk, loaded the way a consumer loads it, not the objects that wrote it.
 """
 
@@ -165,7 +165,7 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
     """Compares the SavedModel at `saved_model_dir` with the numpy reference of the checkpoint
     (`with_mlm`: the `.mlm` subobject's logits too)."""
     from export.checkpoints import open_checkpoint
-    from export.reference import reference_forward
+    from export.verify.reference import reference_forward
     from export.weights import check_checkpoint
 
     batches = fixed_batches(config)
@@ -184,7 +184,7 @@ def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: Be
                             checkpoint_path: str, tolerance: float = TOLERANCE,
                             with_mlm: bool = False) -> VerificationReport:
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
-    data = run_verifier_process("export.verify", [saved_model_dir, export_format, json.dumps(config.to_json_dict()),
+    data = run_verifier_process("export.verify.numeric", [saved_model_dir, export_format, json.dumps(config.to_json_dict()),
                                                   checkpoint_path, repr(tolerance), "mlm" if with_mlm else "encoder"])
     return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"])
 

@@ -1,7 +1,7 @@
 """An independent float64 numpy forward pass of BERT, straight from the checkpoint's arrays.
 
 Written from the google-research `modeling.py` formulas, sharing no code with the TF builder
-(`export.model`): verification compares the two. Weights are read one layer at a time and
+(`export.build.encoder`): verification compares the two. Weights are read one layer at a time and
 widened to float64 only while that layer runs, so memory stays at one layer's worth.
 """
 

@@ -1,4 +1,4 @@
-"""`bert-package`: absl flags in, `export.package.package_export` called, the written files listed.
+"""`bert-package`: absl flags in, `export.publish.package.package_export` called, the written files listed.
 
 Exit codes: 0 written; 2 bad input (one line); 1 internal error.
 """
@@ -28,7 +28,7 @@ for _name in _CARD_FLAGS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from export.package import CardMetadata, package_export
+    from export.publish.package import CardMetadata, package_export
 
     try:
         extra = FLAGS(sys.argv if argv is None else argv)[1:]

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_text as text
 
 from export.errors import InputError
-from export.model import INPUT_NAMES
+from export.build.encoder import INPUT_NAMES
 from export.vocab import TokenizerFile, read_tokenizer_file
 
 KINDS = ("wordpiece", "sentencepiece")

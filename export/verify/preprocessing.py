@@ -11,7 +11,7 @@
 Agreement must be exact. (A unigram SentencePiece model can score two segmentations equally, e.g.
 '::' + ':' versus ':' + '::'; tensorflow_text 2.20's SentencePiece op breaks such ties as the
 sentencepiece library up to 0.2.1 does, and 0.2.2 changed it: requirements.lock pins 0.2.1.)
-`verify_preprocessor_in_fresh_process` runs it as `python -m export.verify_preprocessing`, whose
+`verify_preprocessor_in_fresh_process` runs it as `python -m export.verify.preprocessing`, whose
 last output line is the report as JSON.
 """
 
@@ -26,7 +26,7 @@ from export.errors import InputError
 from export.process import run_verifier_process, verifier_process_main
 
 if TYPE_CHECKING:
-    from export.preprocessing import TokenizerSpec
+    from export.build.preprocessing import TokenizerSpec
 
 PAIR_SEQ_LENGTHS = (5, 12)  # two segments at these lengths: truncation of either or both
 
@@ -127,7 +127,7 @@ def verify_preprocessor(saved_model_dir: str, spec: TokenizerSpec,
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the custom ops before loading)
 
-    from export import tokenization_reference as reference
+    from export.verify import tokenization_reference as reference
 
     sentences = list(BUILTIN_SENTENCES if sentences is None else sentences)
     if not sentences:
@@ -206,7 +206,7 @@ def verify_preprocessor_in_fresh_process(saved_model_dir: str, spec: TokenizerSp
                                          sentences: list[str] | None = None) -> PreprocessingReport:
     """`verify_preprocessor` in a new Python process; raises VerificationError if that fails to run."""
     # Sentences travel on stdin as JSON: any text, of any size, survives unchanged.
-    data = run_verifier_process("export.verify_preprocessing",
+    data = run_verifier_process("export.verify.preprocessing",
                                 [saved_model_dir, spec.kind, spec.path, str(spec.do_lower_case)],
                                 stdin=json.dumps(sentences))
     data.pop("summary")
@@ -214,7 +214,7 @@ def verify_preprocessor_in_fresh_process(saved_model_dir: str, spec: TokenizerSp
 
 
 def _main(argv: list[str]) -> int:
-    from export.preprocessing import TokenizerSpec
+    from export.build.preprocessing import TokenizerSpec
 
     saved_model_dir, kind, path, do_lower_case = argv
     spec = TokenizerSpec(kind, path, do_lower_case == "True")

@@ -23,7 +23,7 @@ import tarfile
 
 from export.errors import InputError
 from export.report import sha256_of
-from export.writer import REPORT_RELATIVE_PATH
+from export.build.writer import REPORT_RELATIVE_PATH
 
 FIXED_MTIME = 0
 _LAYER_WEIGHTS, _OTHER_WEIGHTS = 16, 7  # per transformer layer; embeddings (5) + pooler (2)

@@ -26,7 +26,7 @@ flags.DEFINE_integer("max_extracted_bytes", 8 << 30, "Refuse archives that decla
 
 
 def _checksums(artifact: str) -> dict[str, str] | None:
-    from export.conformance import read_sha256sums
+    from export.verify.conformance import read_sha256sums
     from export.report import sha256_of
 
     path = FLAGS.sha256sums or os.path.join(os.path.dirname(os.path.abspath(artifact)), "SHA256SUMS")
@@ -42,8 +42,8 @@ def _checksums(artifact: str) -> dict[str, str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from export.archive import extract_safely
-    from export.conformance import check_version_dir
+    from export.publish.archive import extract_safely
+    from export.verify.conformance import check_version_dir
 
     workdir = None
     try:
