@@ -21,13 +21,13 @@ from absl import logging
 import export
 from export.build import writer
 from export.checkpoints.base import CheckpointReader
+from export.checkpoints.check import check_checkpoint, check_mlm_head
 from export.config import BertConfig, load_bert_config
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
-from export.report import ExportReport, hash_file, runtime_versions
-from export.vocab import SENTENCEPIECE, WORDPIECE, CasingDecision, TokenizerFile, Vocab, decide_do_lower_case, \
-    read_tokenizer_file
-from export.weights import check_checkpoint, check_mlm_head
+from export.report import REPORT_RELATIVE_PATH, ExportReport, hash_file, runtime_versions
+from export.vocab import SENTENCEPIECE, WORDPIECE, CasingDecision, TokenizerFile, TokenizerSpec, Vocab, \
+    decide_do_lower_case, read_tokenizer_file
 
 EXPORT_FORMATS = ("legacy", "v2")
 # As tf-models' export_tfhub: the encoder, the encoder with its `.mlm` subobject, or the
@@ -232,7 +232,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
         timings["total"] = time.monotonic() - start
         report = _report(opts, v, version, counts, timings, verification)
-        report_path = os.path.join(temp_dir, writer.REPORT_RELATIVE_PATH)
+        report_path = os.path.join(temp_dir, REPORT_RELATIVE_PATH)
         _writing(opts.export_path, lambda: os.makedirs(os.path.dirname(report_path), exist_ok=True))
 
         def write_report(final_version: int) -> None:  # the number is final only at publication
@@ -252,7 +252,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
 def _build(opts: ExportOptions, v: _Validated):
     """The object to save, its signatures, and (variables, parameters) counts of the encoder."""
     if not opts.is_encoder:
-        from export.build.preprocessing import TokenizerSpec, build_preprocessor
+        from export.build.preprocessing import build_preprocessor
 
         obj, signatures = build_preprocessor(TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case),
                                              opts.default_seq_length)
@@ -274,7 +274,6 @@ def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
     """Checks the saved export in a fresh process: numerically for encoders, token by token for
     the preprocessor. Returns a report with `passed`, `summary()` and `to_json_dict()`."""
     if not opts.is_encoder:
-        from export.build.preprocessing import TokenizerSpec
         from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
         return verify_preprocessor_in_fresh_process(

@@ -14,6 +14,8 @@ import os
 import platform
 import sys
 
+REPORT_RELATIVE_PATH = os.path.join("assets.extra", "export_report.json")
+
 
 @dataclasses.dataclass
 class SourceFile:

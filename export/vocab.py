@@ -34,6 +34,14 @@ class TokenizerFile:
 
 
 @dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    """A tokenizer as the preprocessor, its builder and its verifier need it: file and casing."""
+    kind: str            # WORDPIECE or SENTENCEPIECE
+    path: str            # vocab.txt or SentencePiece .model
+    do_lower_case: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Vocab:
     path: str
     tokens: tuple[str, ...]

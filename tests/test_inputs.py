@@ -14,7 +14,8 @@ from export.config import load_bert_config, parse_bert_config
 from export.errors import InputError
 from export.pipeline import ExportOptions, validate_inputs
 from export.vocab import decide_do_lower_case, read_vocab
-from export.weights import check_checkpoint, expected_shapes
+from export.checkpoints.check import check_checkpoint
+from export.weights import expected_shapes
 
 GOOD = {k: v for k, v in vars(TINY).items() if k not in ("layer_norm_eps", "activation_convention")}
 

@@ -39,7 +39,8 @@ from conftest import call_export
 from export import demo
 from export.verify import tokenization_reference as reference
 from export.errors import InputError
-from export.build.preprocessing import TokenizerSpec, build_preprocessor, export_preprocessor, sentencepiece_input
+from export.build.preprocessing import build_preprocessor, export_preprocessor, sentencepiece_input
+from export.vocab import TokenizerSpec
 from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -20,14 +20,12 @@ packing ops are tensorflow_text custom ops, registered only by that import.
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 import tensorflow_text as text
 
 from export.errors import InputError
 from export.build.encoder import INPUT_NAMES
-from export.vocab import TokenizerFile, read_tokenizer_file
+from export.vocab import TokenizerFile, TokenizerSpec, read_tokenizer_file
 
 KINDS = ("wordpiece", "sentencepiece")
 MAX_CHARS_PER_WORD = 400  # FullTokenizer's WordpieceTokenizer: longer words become [UNK]
@@ -45,13 +43,6 @@ CJK_CHARS = "[" + "".join(rf"\x{{{lo:X}}}-\x{{{hi:X}}}" for lo, hi in CJK_RANGES
 
 _SENTENCES_SPEC = tf.TensorSpec([None], tf.string, name="sentences")
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenizerSpec:
-    kind: str            # "wordpiece" or "sentencepiece"
-    path: str            # vocab.txt or SentencePiece .model
-    do_lower_case: bool
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from export.errors import InputError
 
 TEMP_PREFIX = ".bert-export-tmp-"
 FAILED_PREFIX = "failed-"
-REPORT_RELATIVE_PATH = os.path.join("assets.extra", "export_report.json")
 
 
 def numeric_versions(base: str) -> list[int]:

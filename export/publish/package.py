@@ -22,8 +22,7 @@ import re
 import tarfile
 
 from export.errors import InputError
-from export.report import sha256_of
-from export.build.writer import REPORT_RELATIVE_PATH
+from export.report import REPORT_RELATIVE_PATH, sha256_of
 
 FIXED_MTIME = 0
 _LAYER_WEIGHTS, _OTHER_WEIGHTS = 16, 7  # per transformer layer; embeddings (5) + pooler (2)

@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
-from export.report import sha256_of
-from export.build.writer import REPORT_RELATIVE_PATH
+from export.report import REPORT_RELATIVE_PATH, sha256_of
+from export.vocab import TokenizerSpec
 
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 # Absolute paths of a build machine that must not be baked into saved_model.pb.
@@ -293,7 +293,6 @@ def _check_preprocessor(obj, path: str, sha256sums: dict[str, str] | None, run) 
     _check_loads_elsewhere(path, "preprocessing", run)
 
     def tokenization():
-        from export.build.preprocessing import TokenizerSpec
         from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
         kind, asset = _tokenizer_file(obj)

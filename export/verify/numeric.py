@@ -166,7 +166,7 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
     (`with_mlm`: the `.mlm` subobject's logits too)."""
     from export.checkpoints import open_checkpoint
     from export.verify.reference import reference_forward
-    from export.weights import check_checkpoint
+    from export.checkpoints.check import check_checkpoint
 
     batches = fixed_batches(config)
     positions = fixed_mlm_positions(batches) if with_mlm else None

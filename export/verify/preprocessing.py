@@ -20,13 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from typing import TYPE_CHECKING
-
 from export.errors import InputError
 from export.process import run_verifier_process, verifier_process_main
-
-if TYPE_CHECKING:
-    from export.build.preprocessing import TokenizerSpec
+from export.vocab import TokenizerSpec
 
 PAIR_SEQ_LENGTHS = (5, 12)  # two segments at these lengths: truncation of either or both
 
@@ -214,8 +210,6 @@ def verify_preprocessor_in_fresh_process(saved_model_dir: str, spec: TokenizerSp
 
 
 def _main(argv: list[str]) -> int:
-    from export.build.preprocessing import TokenizerSpec
-
     saved_model_dir, kind, path, do_lower_case = argv
     spec = TokenizerSpec(kind, path, do_lower_case == "True")
     sentences = json.loads(sys.stdin.read() or "null")
