@@ -1,8 +1,8 @@
 """bert-export: turn a trained BERT checkpoint into a versioned, verified TF Hub SavedModel.
 
-The package reads as the pipeline it implements:
-config -> checkpoints (readers) -> model (builder) -> writer -> verify -> report,
-tied together by `pipeline.run_export` and driven by the `cli` module.
+The package is laid out as the pipeline it implements, one folder a stage, imports pointing one way:
+cli/ -> pipeline -> build/, verify/, publish/ -> checkpoints/ -> weights, config, vocab -> errors, report
+(tests/test_layout.py holds the direction).
 """
 
 __version__ = "0.1.0"

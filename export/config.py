@@ -1,4 +1,4 @@
-"""Stage 1: the BERT config JSON (google-research `bert_config.json` or Hugging Face `config.json`),
+"""The BERT config JSON (google-research `bert_config.json` or Hugging Face `config.json`),
 parsed and validated."""
 
 from __future__ import annotations

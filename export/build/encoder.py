@@ -1,4 +1,4 @@
-"""Stage 3: the TensorFlow encoder and the two TF Hub objects built around it.
+"""The TensorFlow encoder and the two TF Hub objects built around it.
 
 The encoder is written with raw TF ops in one Python function, not as Keras layers: each exported
 entry point is then one traced graph (instead of a SavedModel function per Keras layer), and each

@@ -1,4 +1,4 @@
-"""Stage 4: the versioned SavedModel directory, `<export_path>/<N>/`, made to appear atomically.
+"""The versioned SavedModel directory, `<export_path>/<N>/`, made to appear atomically.
 
 A version is written into a hidden, non-numeric temporary directory inside the base (TF Serving
 only looks at numeric names), and renamed to its number only when complete and verified. The

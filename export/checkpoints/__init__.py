@@ -1,4 +1,4 @@
-"""Stage 2: checkpoint readers. `open_checkpoint` detects the format and returns its reader.
+"""Checkpoint readers. `open_checkpoint` detects the format and returns its reader.
 
 Adding a format means one new module with a `CheckpointReader` subclass: TF checkpoint formats
 register a `looks_like_*` test in `_FORMATS` below; Hugging Face safetensors are recognised by

@@ -1,4 +1,4 @@
-"""Stage 6: the publishable artifact of one exported version.
+"""The publishable artifact of one exported version.
 
 `package_export` writes, into an output directory:
 - `<name>.tar.gz`: the version directory's files at the archive's top level (TF Hub / Kaggle

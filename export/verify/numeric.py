@@ -1,4 +1,4 @@
-"""Stage 5: numerical verification of a SavedModel against the independent numpy reference.
+"""Numerical verification of a SavedModel against the independent numpy reference.
 
 `verify_saved_model` does the work in the calling process; `verify_in_fresh_process` runs it in a
 new Python process (as `python -m export.verify.numeric`), so that what is checked is the SavedModel on
