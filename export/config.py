@@ -158,14 +158,18 @@ def config_path_for(name: str) -> str:
     return os.path.join(CONFIGS_DIR, name + ".json")
 
 
-def load_bert_config(path: str) -> BertConfig:
-    """Reads and validates `bert_config.json`; every problem is an InputError naming the file."""
+def read_config_json(path: str) -> Any:
+    """The decoded JSON of a config file; an unreadable or invalid file is an InputError naming it."""
     name = os.path.basename(path) or path
     text = read_input_text(path, "--bert_config_file")
     if not text.strip():
         raise InputError(f"{name}: the file is empty")
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
-    return parse_bert_config(data, name)
+
+
+def load_bert_config(path: str) -> BertConfig:
+    """Reads and validates `bert_config.json`; every problem is an InputError naming the file."""
+    return parse_bert_config(read_config_json(path), os.path.basename(path) or path)

@@ -21,18 +21,25 @@ from absl import logging
 import export
 from export.build import writer
 from export.checkpoints.base import CheckpointReader
-from export.checkpoints.check import check_checkpoint, check_mlm_head
-from export.config import BertConfig, load_bert_config
+from export.checkpoints.check import check_checkpoint, check_mlm_head, found_heads_note, select_task_head
+from export.config import BertConfig, parse_bert_config, read_config_json
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
 from export.report import REPORT_RELATIVE_PATH, ExportReport, hash_file, runtime_versions
+from export.tasks import DEFAULT_MAX_ANSWER_LENGTH, QUESTION_ANSWERING, TASKS, TaskHints, TaskSpec, \
+    parse_task_hints, read_label_names
 from export.vocab import SENTENCEPIECE, WORDPIECE, CasingDecision, TokenizerFile, TokenizerSpec, Vocab, \
     decide_do_lower_case, read_tokenizer_file
 
 EXPORT_FORMATS = ("legacy", "v2")
 # As tf-models' export_tfhub: the encoder, the encoder with its `.mlm` subobject, or the
-# preprocessing SavedModel (raw strings -> the encoder's three inputs).
-EXPORT_TYPES = ("model", "model_with_mlm", "preprocessing")
+# preprocessing SavedModel (raw strings -> the encoder's three inputs); and a fine-tuned model's
+# task (export/tasks.py), which a checkpoint holding its head exports by default.
+ENCODER_TYPES = ("model", "model_with_mlm")
+EXPORT_TYPES = ENCODER_TYPES + ("preprocessing",) + TASKS
+# Text signatures' and the preprocessor's sequence length when --default_seq_length is not given.
+DEFAULT_SEQ_LENGTH = 128
+DEFAULT_QA_SEQ_LENGTH = 384  # run_squad.py's --max_seq_length
 
 
 @dataclasses.dataclass
@@ -48,12 +55,18 @@ class ExportOptions:
     verify: bool = True
     keep_failed: bool = False
     strict: bool = False
-    export_type: str = "model"
+    export_type: str | None = None  # None: the checkpoint's task if it holds a head, else model
     sp_model_file: str | None = None
-    default_seq_length: int = 128
+    default_seq_length: int | None = None  # None: DEFAULT_SEQ_LENGTH (DEFAULT_QA_SEQ_LENGTH for QA)
+    label_names: str | None = None  # comma-separated, in label-id order
+    label_names_file: str | None = None  # one name a line
+    problem_type: str | None = None  # sequence classification: single/multi-label or regression
+    text_signatures: bool = True  # task exports: serve_text (needs the TF Text ops where served)
+    max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH
 
     @property
     def is_encoder(self) -> bool:
+        """Whether a checkpoint is exported (every type but preprocessing)."""
         return self.export_type != "preprocessing"
 
 
@@ -71,7 +84,11 @@ class _Validated:
     vocab: Vocab
     casing: CasingDecision
     warnings: list[str]
-    export_format: str | None  # None for preprocessing
+    export_format: str | None  # None for preprocessing and task exports
+    export_type: str  # as resolved: a checkpoint without a head is `model`
+    task: TaskSpec | None
+    notes: list[str]  # what detection decided, for the summary
+    seq_length: int | None  # the preprocessor's and the text signatures' length
 
 
 def _beside_checkpoint(checkpoint_path: str, names: tuple[str, ...]) -> str | None:
@@ -114,31 +131,79 @@ def _tokenizer_file(opts: ExportOptions) -> TokenizerFile:
     return TokenizerFile(SENTENCEPIECE if found.endswith(".model") else WORDPIECE, found)
 
 
-def _resolve_export_format(opts: ExportOptions) -> str | None:
-    if opts.export_type not in EXPORT_TYPES:
+def _check_type_and_format(opts: ExportOptions) -> None:
+    if opts.export_type is not None and opts.export_type not in EXPORT_TYPES:
         raise InputError(f"--export_type must be one of {', '.join(EXPORT_TYPES)}, got {opts.export_type!r}")
     if opts.export_format is not None and opts.export_format not in EXPORT_FORMATS:
         raise InputError(f"--export_format must be one of {', '.join(EXPORT_FORMATS)}, got {opts.export_format!r}")
-    if opts.export_type == "preprocessing":
-        if opts.export_format is not None:
-            raise InputError("--export_format applies to encoders; --export_type=preprocessing has none")
+    if opts.export_type == "preprocessing" and opts.export_format is not None:
+        raise InputError("--export_format applies to encoders; --export_type=preprocessing has none")
+    if opts.max_answer_length < 1:
+        raise InputError(f"--max_answer_length must be at least 1, got {opts.max_answer_length}")
+
+
+def _resolve_export_format(export_type: str, export_format: str | None) -> str | None:
+    if export_type == "preprocessing":
         return None
-    if opts.export_type == "model_with_mlm":
-        if opts.export_format == "legacy":
+    if export_type in TASKS:
+        if export_format is not None:
+            raise InputError(f"--export_format applies to encoder exports; the {export_type} head found in the "
+                             "checkpoint is exported with one API (dict in, dict out); drop --export_format, or "
+                             "pass --export_type=model for the bare encoder")
+        return None
+    if export_type == "model_with_mlm":
+        if export_format == "legacy":
             raise InputError("--export_type=model_with_mlm exports TF Hub's v2 encoder API (the .mlm subobject "
                              "takes dict inputs); drop --export_format=legacy or pass --export_format=v2")
         return "v2"
-    return opts.export_format or "legacy"
+    return export_format or "legacy"
+
+
+def _detect_task(opts: ExportOptions, reader: CheckpointReader, config: BertConfig, config_name: str,
+                 config_data: object) -> tuple[str, TaskSpec | None, list[str]]:
+    """The export type (a checkpoint holding one task head exports that task unless told
+    otherwise), the head's spec, and notes for the summary."""
+    labels = read_label_names(opts.label_names, opts.label_names_file)
+    if opts.export_type is None or opts.export_type in TASKS:
+        # What the config says about heads (Hugging Face's id2label...) matters only when there is one.
+        hints = parse_task_hints(config_data, config_name) if reader.heads else TaskHints()
+        spec, notes = select_task_head(reader, config, config_name, hints, opts.export_type, labels,
+                                       opts.problem_type, opts.max_answer_length)
+        return (spec.task if spec else "model"), spec, notes
+    if labels or opts.problem_type:
+        flag = "--label_names" if labels else "--problem_type"
+        raise InputError(f"{flag} applies to task exports, not --export_type={opts.export_type}")
+    note = found_heads_note(reader, opts.export_type)
+    return opts.export_type, None, [note] if note else []
+
+
+def _resolve_seq_length(opts: ExportOptions, export_type: str, config: BertConfig | None,
+                        config_name: str | None) -> int | None:
+    """The preprocessor's and the text signatures' sequence length (None: an encoder has none)."""
+    if export_type in ENCODER_TYPES or (export_type in TASKS and not opts.text_signatures):
+        return None
+    given = opts.default_seq_length is not None
+    length = opts.default_seq_length if given else (
+        DEFAULT_QA_SEQ_LENGTH if export_type == QUESTION_ANSWERING else DEFAULT_SEQ_LENGTH)
+    if length < 3:
+        raise InputError(f"--default_seq_length must be at least 3 ([CLS] a [SEP]), got {length}")
+    if config is not None and length > config.max_position_embeddings:
+        raise InputError(f"--default_seq_length={length} exceeds {config_name}'s max_position_embeddings="
+                         f"{config.max_position_embeddings}" + ("" if given else f" ({export_type}'s default; pass "
+                                                                "a shorter --default_seq_length)"))
+    return length
 
 
 def validate_inputs(opts: ExportOptions) -> _Validated:
     """Every pre-flight check; raises InputError before anything is written."""
     from export.checkpoints import open_checkpoint
 
-    export_format = _resolve_export_format(opts)
+    _check_type_and_format(opts)
+    if opts.export_type is not None:  # an explicit type's format is checked before any file is read
+        _resolve_export_format(opts.export_type, opts.export_format)
     if opts.version is not None and opts.version <= 0:
         raise InputError(f"--version must be a positive integer, got {opts.version}")
-    if opts.default_seq_length < 3:
+    if opts.default_seq_length is not None and opts.default_seq_length < 3:
         raise InputError(f"--default_seq_length must be at least 3 ([CLS] a [SEP]), got {opts.default_seq_length}")
     writer.check_export_path(opts.export_path)
     if opts.is_encoder and not opts.model_checkpoint_path:
@@ -150,32 +215,37 @@ def validate_inputs(opts: ExportOptions) -> _Validated:
                          "bert_config.json or config.json)")
     if config_path and not opts.bert_config_file:
         logging.info("--bert_config_file not given: using %s from the checkpoint's directory", config_path)
-    config = load_bert_config(config_path) if config_path else None
     config_name = os.path.basename(config_path) if config_path else None
+    config_data = read_config_json(config_path) if config_path else None
+    config = parse_bert_config(config_data, config_name) if config_path else None
     vocab = read_tokenizer_file(_tokenizer_file(opts), for_lookup_table=opts.export_type == "preprocessing")
     vocab_name = os.path.basename(vocab.path)
     if config is not None and vocab.size != config.vocab_size:
         unit = "lines" if vocab.kind == WORDPIECE else "pieces"
         raise InputError(f"{vocab_name} has {vocab.size} {unit} but {config_name} says "
                          f"vocab_size={config.vocab_size}")
-    if not opts.is_encoder and config is not None and opts.default_seq_length > config.max_position_embeddings:
-        raise InputError(f"--default_seq_length={opts.default_seq_length} exceeds {config_name}'s "
-                         f"max_position_embeddings={config.max_position_embeddings}")
-    reader, warnings = None, []
-    if opts.is_encoder:
+    reader, warnings, export_type, task, notes = None, [], "preprocessing", None, []
+    if not opts.is_encoder:
+        seq_length = _resolve_seq_length(opts, export_type, config, config_name)
+    else:
         reader = open_checkpoint(opts.model_checkpoint_path)
         # What `hidden_act` means is decided by the code that trained the checkpoint, not the config file.
         config = config.with_convention(reader.activation_convention, config_name)
-        warnings = check_checkpoint(reader, config, config_name, strict=opts.strict)
-        if opts.export_type == "model_with_mlm":
+        export_type, task, notes = _detect_task(opts, reader, config, config_name, config_data)
+        warnings = check_checkpoint(reader, config, config_name, strict=opts.strict,
+                                    pooler=task is None or task.uses_pooler)
+        if export_type == "model_with_mlm":
             check_mlm_head(reader, config, config_name)
+        seq_length = _resolve_seq_length(opts, export_type, config, config_name)
+    export_format = _resolve_export_format(export_type, opts.export_format)
     sources = (reader.source_files if reader else []) + [vocab.path] + ([config_path] if config_path else [])
     _check_not_inside_sources(opts.export_path, sources)
     casing, casing_warning = decide_do_lower_case(vocab, opts.do_lower_case,
                                                   _tokenizer_config_casing(opts.model_checkpoint_path))
     if casing_warning:
         warnings.append(casing_warning)
-    return _Validated(config, config_path, reader, vocab, casing, warnings, export_format)
+    return _Validated(config, config_path, reader, vocab, casing, warnings, export_format, export_type, task, notes,
+                      seq_length)
 
 
 def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
@@ -194,6 +264,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
     fault_point("validated")
     for warning in v.warnings:
         logging.warning("%s", warning)
+    for note in v.notes:
+        logging.info("%s", note)
     logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
     version = writer.choose_version(opts.export_path, opts.version, opts.overwrite)
 
@@ -202,6 +274,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
     timings["validate_and_import"] = time.monotonic() - start
     t = time.monotonic()
     obj, signatures, counts = _build(opts, v)
+    signature_names = sorted(signatures)
     timings["read_and_trace"] = time.monotonic() - t
 
     for stale in writer.remove_stale_temp_dirs(opts.export_path):
@@ -231,7 +304,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
                 raise VerificationError(f"verification FAILED: {result.summary()}" + (f"; kept at {kept}" if kept else ""))
 
         timings["total"] = time.monotonic() - start
-        report = _report(opts, v, version, counts, timings, verification)
+        report = _report(opts, v, version, counts, signature_names, timings, verification)
         report_path = os.path.join(temp_dir, REPORT_RELATIVE_PATH)
         _writing(opts.export_path, lambda: os.makedirs(os.path.dirname(report_path), exist_ok=True))
 
@@ -254,20 +327,29 @@ def _build(opts: ExportOptions, v: _Validated):
     if not opts.is_encoder:
         from export.build.preprocessing import build_preprocessor
 
-        obj, signatures = build_preprocessor(TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case),
-                                             opts.default_seq_length)
+        obj, signatures = build_preprocessor(_tokenizer_spec(v), v.seq_length)
         fault_point("weights_read")
         fault_point("traced")
         return obj, signatures, None
-    from export.build.encoder import build_hub_encoder
+    if v.task is not None:
+        from export.build.task_model import build_task_model
 
-    obj = build_hub_encoder(v.config, v.reader.read, v.export_format, v.vocab.file, v.casing.do_lower_case,
-                            with_mlm=opts.export_type == "model_with_mlm")
+        obj = build_task_model(v.config, v.reader.read, v.task, _tokenizer_spec(v), v.seq_length,
+                               text_signatures=opts.text_signatures)
+    else:
+        from export.build.encoder import build_hub_encoder
+
+        obj = build_hub_encoder(v.config, v.reader.read, v.export_format, v.vocab.file, v.casing.do_lower_case,
+                                with_mlm=v.export_type == "model_with_mlm")
     fault_point("weights_read")
     signatures = obj.trace()
     fault_point("traced")
-    weights = obj.mlm.trainable_variables if opts.export_type == "model_with_mlm" else obj.trainable_variables
+    weights = obj.mlm.trainable_variables if v.export_type == "model_with_mlm" else obj.trainable_variables
     return obj, signatures, (len(weights), sum(int(w.shape.num_elements()) for w in weights))
+
+
+def _tokenizer_spec(v: _Validated) -> TokenizerSpec:
+    return TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case)
 
 
 def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
@@ -276,30 +358,35 @@ def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
     if not opts.is_encoder:
         from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
-        return verify_preprocessor_in_fresh_process(
-            temp_dir, TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case))
+        return verify_preprocessor_in_fresh_process(temp_dir, _tokenizer_spec(v))
+    if v.task is not None:
+        from export.verify.task import verify_task_in_fresh_process
+
+        return verify_task_in_fresh_process(temp_dir, v.config, v.reader.checkpoint_path, v.task,
+                                            _tokenizer_spec(v) if opts.text_signatures else None, v.seq_length)
     from export.verify.numeric import verify_in_fresh_process
 
     return verify_in_fresh_process(temp_dir, v.export_format, v.config, v.reader.checkpoint_path,
-                                   with_mlm=opts.export_type == "model_with_mlm")
+                                   with_mlm=v.export_type == "model_with_mlm")
 
 
 def _report(opts: ExportOptions, v: _Validated, version: int, counts: tuple[int, int] | None,
-            timings: dict[str, float], verification: dict | None) -> ExportReport:
+            signature_names: list[str], timings: dict[str, float], verification: dict | None) -> ExportReport:
     tf_version, python_version = runtime_versions()
     sources = [hash_file(v.config_path, "bert_config")] if v.config_path else []
     sources.append(hash_file(v.vocab.path, "vocab" if v.vocab.kind == WORDPIECE else "sp_model"))
     report = ExportReport(
         tool=f"bert-export {export.__version__}", tensorflow_version=tf_version, python_version=python_version,
-        export_type=opts.export_type, version=version, sources=sources,
+        export_type=v.export_type, version=version, sources=sources,
         tokenizer={"kind": v.vocab.kind, "file": os.path.basename(v.vocab.path), "vocab_size": v.vocab.size},
         do_lower_case=v.casing.do_lower_case, do_lower_case_decided_by=v.casing.how, warnings=v.warnings,
-        timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification)
+        timings_seconds={k: round(x, 3) for k, x in timings.items()}, verification=verification, notes=v.notes)
     if v.config is not None:
         report.config = v.config.to_json_dict()
+    report.default_seq_length, report.signatures = v.seq_length, signature_names
     if not opts.is_encoder:
-        report.default_seq_length = opts.default_seq_length
         return report
+    report.task = v.task.to_json_dict() if v.task else None
     report.sources += [hash_file(path, "checkpoint") for path in v.reader.source_files]
     report.export_format = v.export_format
     report.checkpoint_format, report.checkpoint_description = v.reader.format_name, v.reader.description

@@ -30,7 +30,7 @@ class ExportReport:
     tool: str
     tensorflow_version: str
     python_version: str
-    export_type: str  # model, model_with_mlm or preprocessing
+    export_type: str  # model, model_with_mlm, preprocessing, or a task (export/tasks.py)
     version: int
     sources: list[SourceFile]
     tokenizer: dict  # kind (wordpiece / sentencepiece), file, vocab_size
@@ -40,6 +40,8 @@ class ExportReport:
     timings_seconds: dict[str, float]
     verification: dict | None = None
     config: dict | None = None  # None only for a preprocessing export given no config
+    signatures: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what detection decided
     # Encoders only:
     export_format: str | None = None
     checkpoint_format: str | None = None
@@ -47,9 +49,10 @@ class ExportReport:
     activation: str | None = None
     activation_convention: str | None = None
     untrained_weights: dict[str, str] = dataclasses.field(default_factory=dict)
-    variable_count: int | None = None  # with model_with_mlm: including the head's
+    variable_count: int | None = None  # with model_with_mlm or a task: including the head's
     parameter_count: int | None = None
-    # Preprocessing only:
+    task: dict | None = None  # task exports: the head (export.tasks.TaskSpec)
+    # Preprocessing, and task exports' text signatures:
     default_seq_length: int | None = None
 
     def to_json(self) -> str:
@@ -71,8 +74,15 @@ class ExportReport:
         if self.export_format:
             lines.append(f"type: {self.export_type}; format: {self.export_format}; {self.variable_count} variables, "
                          f"{self.parameter_count:,} parameters")
+        elif self.task:
+            text = (f"text signatures at seq_length {self.default_seq_length}" if self.default_seq_length
+                    else "no text signatures")
+            lines.append(f"type: {self.export_type}; {self.variable_count} variables, {self.parameter_count:,} "
+                         f"parameters; {text}")
+            lines.append(f"task head: {self.task['describe']} (--export_type=model exports the bare encoder)")
         else:
             lines.append(f"type: {self.export_type}; default_seq_length: {self.default_seq_length}")
+        lines += [f"note: {note}" for note in self.notes]
         if self.untrained_weights:
             lines.append(f"UNTRAINED: {', '.join(sorted(self.untrained_weights))} "
                          f"({'; '.join(sorted(set(self.untrained_weights.values())))})")

@@ -43,8 +43,9 @@ def layer_name(index: int, suffix: str) -> str:
     return f"layer_{index}/{suffix}"
 
 
-def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
-    """Every canonical weight the encoder needs, in build order, with its shape."""
+def expected_shapes(config: BertConfig, pooler: bool = True) -> dict[str, tuple[int, ...]]:
+    """Every canonical weight the encoder needs, in build order, with its shape. Without `pooler`
+    (token classifiers and span heads use only sequence_output), the pooler's two are left out."""
     h, i = config.hidden_size, config.intermediate_size
     shapes: dict[str, tuple[int, ...]] = {
         "embeddings/word": (config.vocab_size, h),
@@ -66,8 +67,9 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     for index in range(config.num_hidden_layers):
         for suffix in LAYER_SUFFIXES:
             shapes[layer_name(index, suffix)] = per_layer[suffix]
-    shapes["pooler/kernel"] = (h, h)
-    shapes["pooler/bias"] = (h,)
+    if pooler:
+        shapes["pooler/kernel"] = (h, h)
+        shapes["pooler/bias"] = (h,)
     return shapes
 
 

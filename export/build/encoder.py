@@ -42,19 +42,25 @@ def _layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float)
     return (x - mean) * tf.math.rsqrt(variance + eps) * gamma + beta
 
 
-def _variables(names, read_weight: Callable[[str], np.ndarray]) -> list[tf.Variable]:
-    # One tensor at a time: the reader's array is released once the variable holds it.
+def variables_from(names, read_weight: Callable[[str], np.ndarray]) -> list[tf.Variable]:
+    """One trainable tf.Variable per canonical name, read one tensor at a time: the reader's array
+    is released once the variable holds it."""
     return [tf.Variable(read_weight(name), trainable=True, name=name.replace("/", "_")) for name in names]
+
+
+def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
+    return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
 
 class BertEncoderCore(_AutoTrackable):
     """The encoder's weights (one tf.Variable each) and its forward pass."""
 
-    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray]):
+    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], pooler: bool = True):
         self._config = config
         self._activation = _activation(config.activation)
-        self.weights = _variables(expected_shapes(config), read_weight)
-        self._by_name = dict(zip(expected_shapes(config), self.weights))
+        self._pooler = pooler  # without it (heads on sequence_output only), pooled_output is None
+        self.weights = variables_from(expected_shapes(config, pooler), read_weight)
+        self._by_name = dict(zip(expected_shapes(config, pooler), self.weights))
 
     def _w(self, name: str) -> tf.Variable:
         return self._by_name[name]
@@ -62,9 +68,6 @@ class BertEncoderCore(_AutoTrackable):
     @property
     def word_embeddings(self) -> tf.Variable:
         return self._by_name["embeddings/word"]
-
-    def _dropout(self, x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
-        return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
     def _layer_norm(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
         return _layer_norm(x, self._w(prefix + "/gamma"), self._w(prefix + "/beta"), self._config.layer_norm_eps)
@@ -74,14 +77,15 @@ class BertEncoderCore(_AutoTrackable):
 
     def encode(self, word_ids: tf.Tensor, mask: tf.Tensor, type_ids: tf.Tensor,
                training: bool) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
-        """Returns pooled_output [B, H], sequence_output [B, S, H] and every layer's output."""
+        """Returns pooled_output [B, H] (None without a pooler), sequence_output [B, S, H] and every
+        layer's output."""
         c = self._config
         batch, seq = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
         heads, head_size, hidden = c.num_attention_heads, c.head_size, c.hidden_size
         x = (tf.gather(self._w("embeddings/word"), word_ids)
              + tf.gather(self._w("embeddings/type"), type_ids)
              + tf.slice(self._w("embeddings/position"), [0, 0], [seq, -1])[tf.newaxis])
-        x = self._dropout(self._layer_norm(x, "embeddings/ln"), c.hidden_dropout_prob, training)
+        x = dropout(self._layer_norm(x, "embeddings/ln"), c.hidden_dropout_prob, training)
         x = tf.reshape(x, [-1, hidden])  # [B*S, H]: every dense layer is one plain matmul
         attention_bias = (1.0 - tf.cast(mask, tf.float32))[:, tf.newaxis, tf.newaxis, :] * -10000.0
         scale = 1.0 / math.sqrt(head_size)
@@ -96,16 +100,16 @@ class BertEncoderCore(_AutoTrackable):
             k = split_heads(self._dense(x, p + "attention/key"))
             v = split_heads(self._dense(x, p + "attention/value"))
             scores = tf.matmul(q, k, transpose_b=True) * scale + attention_bias
-            probs = self._dropout(tf.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, training)
+            probs = dropout(tf.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, training)
             context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [-1, hidden])
-            attended = self._dropout(self._dense(context, p + "attention/output"), c.hidden_dropout_prob, training)
+            attended = dropout(self._dense(context, p + "attention/output"), c.hidden_dropout_prob, training)
             x = self._layer_norm(x + attended, p + "attention/ln")
             inner = self._activation(self._dense(x, p + "intermediate"))
-            out = self._dropout(self._dense(inner, p + "output"), c.hidden_dropout_prob, training)
+            out = dropout(self._dense(inner, p + "output"), c.hidden_dropout_prob, training)
             x = self._layer_norm(x + out, p + "output/ln")
             layer_outputs.append(tf.reshape(x, [batch, seq, hidden]))
         sequence_output = layer_outputs[-1]
-        pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :], "pooler"))
+        pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :], "pooler")) if self._pooler else None
         return pooled_output, sequence_output, layer_outputs
 
 
@@ -116,7 +120,7 @@ class MaskedLMHead(_AutoTrackable):
     def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], word_embeddings: tf.Variable):
         self._config = config
         self._activation = _activation(config.activation)
-        self.weights = _variables(mlm_shapes(config), read_weight)
+        self.weights = variables_from(mlm_shapes(config), read_weight)
         self._by_name = dict(zip(mlm_shapes(config), self.weights))
         self._word_embeddings = word_embeddings  # the encoder's variable itself, saved once
 

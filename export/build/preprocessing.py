@@ -20,6 +20,8 @@ packing ops are tensorflow_text custom ops, registered only by that import.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
 import tensorflow_text as text
 
@@ -48,8 +50,9 @@ _AutoTrackable = tf.__internal__.tracking.AutoTrackable
 # ----------------------------------------------------------------------------------------------
 # Text normalisation and tokenisation (graph ops)
 
-def wordpiece_words(sentences: tf.Tensor, do_lower_case: bool) -> tf.RaggedTensor:
-    """FullTokenizer's BasicTokenizer: [batch] strings -> [batch, (words)] strings."""
+def wordpiece_normalize(sentences: tf.Tensor, do_lower_case: bool) -> tf.Tensor:
+    """FullTokenizer's BasicTokenizer before it splits: cleaning, CJK isolation and, uncased,
+    lowercasing and accent stripping."""
     s = tf.strings.regex_replace(sentences, DROPPED_CHARS, "")
     s = tf.strings.regex_replace(s, WHITESPACE_CHARS, " ")
     s = tf.strings.regex_replace(s, CJK_CHARS, r" \0 ")
@@ -59,10 +62,16 @@ def wordpiece_words(sentences: tf.Tensor, do_lower_case: bool) -> tf.RaggedTenso
         s = tf.strings.lower(s, encoding="utf-8")
         s = text.normalize_utf8(s, "NFD")
         s = tf.strings.regex_replace(s, r"\p{Mn}", "")
-    words = text.regex_split(s, delim_regex_pattern=f" +|{PUNCTUATION_CHARS}",
-                             keep_delim_regex_pattern=PUNCTUATION_CHARS)
+    return s
+
+
+def wordpiece_words(normalized: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor, tf.Tensor]:
+    """FullTokenizer's BasicTokenizer split of normalized [batch] strings: [batch, (words)] words
+    (a word over MAX_CHARS_PER_WORD becomes [UNK]), their byte offsets, and which were too long."""
+    words, starts, ends = text.regex_split_with_offsets(normalized, delim_regex_pattern=f" +|{PUNCTUATION_CHARS}",
+                                                        keep_delim_regex_pattern=PUNCTUATION_CHARS)
     too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
-    return words.with_flat_values(tf.where(too_long, UNKNOWN_TOKEN, words.flat_values))
+    return words.with_flat_values(tf.where(too_long, UNKNOWN_TOKEN, words.flat_values)), starts, ends, too_long
 
 
 def sentencepiece_input(sentences: tf.Tensor, do_lower_case: bool) -> tf.Tensor:
@@ -78,6 +87,30 @@ def _with_batch_rows(tokens: tf.RaggedTensor, sentences: tf.Tensor) -> tf.Ragged
     return tf.RaggedTensor.from_row_splits(tokens.values, splits, validate=False)
 
 
+def char_offsets(sentences: tf.Tensor, normalize: Callable[[tf.Tensor], tf.Tensor], starts: tf.RaggedTensor,
+                 ends: tf.RaggedTensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """Maps token [start, end) byte offsets in `normalize(sentences)` back to code-point offsets in
+    `sentences` (Python's `sentence[start:end]`).
+
+    Each code point is normalized alone: a sentence's normalized bytes are the concatenation of
+    its code points' (lowercasing a final sigma keeps its length; NFD reorders only combining
+    marks, which stay inside their cluster), so a running sum of those lengths says which code
+    point produced each normalized byte. The token ids are not computed here.
+    """
+    chars = tf.strings.unicode_split(sentences, "UTF-8")
+    produced = tf.cast(tf.strings.length(normalize(chars.flat_values)), tf.int64)  # bytes, per code point
+    running = tf.cumsum(produced)
+    before_row = tf.gather(tf.concat([[0], running], 0), chars.row_starts())
+    ends_of_chars = chars.with_flat_values(running - tf.gather(before_row, chars.value_rowids()))
+    # [batch, chars + 1], non-decreasing per row; the last column catches offsets past the end.
+    table = tf.concat([ends_of_chars.to_tensor(default_value=tf.int64.max),
+                       tf.fill([tf.shape(sentences)[0], 1], tf.int64.max)], axis=1)
+    first = tf.searchsorted(table, starts.to_tensor(), side="right", out_type=tf.int32)
+    last = tf.searchsorted(table, ends.to_tensor() - 1, side="right", out_type=tf.int32) + 1
+    lengths = starts.row_lengths()
+    return (tf.RaggedTensor.from_tensor(first, lengths=lengths), tf.RaggedTensor.from_tensor(last, lengths=lengths))
+
+
 class SpecialTokens(_AutoTrackable):
     """`tokenize.get_special_tokens_dict`: a callable sub-object, as in tf-models' exports."""
 
@@ -89,10 +122,25 @@ class SpecialTokens(_AutoTrackable):
         return {name: tf.constant(value, tf.int32) for name, value in self._ids.items()}
 
 
-class WordpieceTokenize(_AutoTrackable):
+class _Tokenize(_AutoTrackable):
+    """What both tokenizers share: `with_char_offsets` (see `_ids_and_char_offsets`) when asked for,
+    as an instance function, so that exports that do not use it do not carry it."""
+
+    def __init__(self, special_ids: dict[str, int], with_offsets: bool):
+        self.get_special_tokens_dict = SpecialTokens(special_ids)
+        if with_offsets:
+            self.with_char_offsets = tf.function(self._ids_and_char_offsets, input_signature=[_SENTENCES_SPEC],
+                                                 autograph=False)
+
+    def _ids_and_char_offsets(self, sentences):
+        raise NotImplementedError
+
+
+class WordpieceTokenize(_Tokenize):
     """`obj.tokenize` for a WordPiece vocab: [batch] -> int32 [batch, (words), (wordpieces)]."""
 
-    def __init__(self, vocab_file: tf.saved_model.Asset, do_lower_case: bool, special_ids: dict[str, int]):
+    def __init__(self, vocab_file: tf.saved_model.Asset, do_lower_case: bool, special_ids: dict[str, int],
+                 with_offsets: bool = False):
         # The table reads the asset when the SavedModel is loaded. Anonymous: a shared table
         # would be named after the file's host path, which would then be saved in the graph.
         initializer = tf.lookup.TextFileInitializer(
@@ -105,15 +153,37 @@ class WordpieceTokenize(_AutoTrackable):
         self._wordpiece = text.WordpieceTokenizer(
             self.vocab_table, suffix_indicator="##", max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
             token_out_type=tf.int64, unknown_token=UNKNOWN_TOKEN)
-        self.get_special_tokens_dict = SpecialTokens(special_ids)
+        super().__init__(special_ids, with_offsets)
+
+    def _normalize(self, sentences: tf.Tensor) -> tf.Tensor:
+        return wordpiece_normalize(sentences, self._do_lower_case)
 
     @tf.function(input_signature=[_SENTENCES_SPEC], autograph=False)
     def __call__(self, sentences):
-        pieces = self._wordpiece.tokenize(wordpiece_words(sentences, self._do_lower_case))
+        words, _, _, _ = wordpiece_words(self._normalize(sentences))
+        pieces = self._wordpiece.tokenize(words)
         return _with_batch_rows(tf.cast(pieces, tf.int32), sentences)
 
+    def _ids_and_char_offsets(self, sentences):
+        """int32 [batch, (wordpieces)] ids, as `__call__` gives them with the words merged, and
+        each piece's [start, end) code-point offsets in its sentence (a too-long word's [UNK]
+        spans the word)."""
+        words, word_starts, word_ends, too_long = wordpiece_words(self._normalize(sentences))
+        pieces, piece_starts, piece_ends = self._wordpiece.tokenize_with_offsets(words)
+        word_of_piece = pieces.values.value_rowids()  # pieces: [batch, (words), (pieces)]
 
-class SentencepieceTokenize(_AutoTrackable):
+        def in_sentence(piece_offsets, word_bound):  # -> byte offsets in the normalized sentence
+            inside = tf.gather(word_starts.flat_values, word_of_piece) + piece_offsets.flat_values
+            whole = tf.gather(word_bound.flat_values, word_of_piece)
+            return piece_offsets.with_flat_values(
+                tf.where(tf.gather(too_long, word_of_piece), whole, inside)).merge_dims(1, -1)
+        starts, ends = char_offsets(sentences, self._normalize, in_sentence(piece_starts, word_starts),
+                                    in_sentence(piece_ends, word_ends))
+        ids = _with_batch_rows(tf.cast(pieces.merge_dims(1, -1), tf.int32), sentences)
+        return {"ids": ids, "start": _with_batch_rows(starts, sentences), "end": _with_batch_rows(ends, sentences)}
+
+
+class SentencepieceTokenize(_Tokenize):
     """`obj.tokenize` for a SentencePiece model: [batch] -> int32 [batch, (pieces)].
 
     tensorflow_text's SentencePiece kernel takes the model proto as a string *attribute* of the
@@ -122,34 +192,60 @@ class SentencepieceTokenize(_AutoTrackable):
     the same file is attached as the `sp_model_file` asset for consumers.
     """
 
-    def __init__(self, model_proto: bytes, do_lower_case: bool, special_ids: dict[str, int]):
+    def __init__(self, model_proto: bytes, do_lower_case: bool, special_ids: dict[str, int],
+                 with_offsets: bool = False):
         self._do_lower_case = do_lower_case
         self._sentencepiece = text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
-        self.get_special_tokens_dict = SpecialTokens(special_ids)
+        super().__init__(special_ids, with_offsets)
+
+    def _normalize(self, sentences: tf.Tensor) -> tf.Tensor:
+        return sentencepiece_input(sentences, self._do_lower_case)
 
     @tf.function(input_signature=[_SENTENCES_SPEC], autograph=False)
     def __call__(self, sentences):
-        pieces = self._sentencepiece.tokenize(sentencepiece_input(sentences, self._do_lower_case))
+        pieces = self._sentencepiece.tokenize(self._normalize(sentences))
         return _with_batch_rows(pieces, sentences)
+
+    def _ids_and_char_offsets(self, sentences):
+        """int32 [batch, (pieces)] ids and each piece's [start, end) code-point offsets in its sentence."""
+        pieces, starts, ends = self._sentencepiece.tokenize_with_offsets(self._normalize(sentences))
+        starts, ends = char_offsets(sentences, self._normalize, starts, ends)
+        return {"ids": _with_batch_rows(pieces, sentences), "start": _with_batch_rows(starts, sentences),
+                "end": _with_batch_rows(ends, sentences)}
 
 
 # ----------------------------------------------------------------------------------------------
 # Packing
 
+def _trim_and_combine(segments: list[tf.RaggedTensor], seq_length, start_value, end_value):
+    """Round-robin trimming to `seq_length` with one start and one end per segment, then
+    `start a end b end`; returns the combined values, the segment ids and the [batch, seq] shape."""
+    segments = [s.merge_dims(1, -1) if s.ragged_rank > 1 else s for s in segments]
+    trimmed = text.RoundRobinTrimmer(seq_length - (len(segments) + 1)).trim(segments)
+    combined, type_ids = text.combine_segments(trimmed, start_value, end_value)
+    return combined, type_ids, tf.stack([segments[0].nrows(out_type=tf.int32), tf.cast(seq_length, tf.int32)])
+
+
 def pack_inputs(segments: list[tf.RaggedTensor], seq_length, start_of_sequence_id: int,
                 end_of_segment_id: int, padding_id: int) -> dict[str, tf.Tensor]:
     """tf-models' BertPackInputs.bert_pack_inputs with the round-robin trimmer."""
-    segments = [s.merge_dims(1, -1) if s.ragged_rank > 1 else s for s in segments]
-    trimmed = text.RoundRobinTrimmer(seq_length - (len(segments) + 1)).trim(segments)
-    combined, type_ids = text.combine_segments(trimmed, start_of_sequence_id, end_of_segment_id)
+    combined, type_ids, shape = _trim_and_combine(segments, seq_length, start_of_sequence_id, end_of_segment_id)
     word_ids, mask = text.pad_model_inputs(combined, seq_length, pad_value=padding_id)
     type_ids, _ = text.pad_model_inputs(type_ids, seq_length, pad_value=0)
-    shape = tf.stack([segments[0].nrows(out_type=tf.int32), tf.cast(seq_length, tf.int32)])
     return {name: tf.reshape(tf.cast(t, tf.int32), shape)
             for name, t in zip(INPUT_NAMES, (word_ids, mask, type_ids))}
 
 
-def _packing_ids(special_ids: dict[str, int]) -> tuple[int, int, int]:
+def pack_token_values(segments: list[tf.RaggedTensor], seq_length, fill: int = -1) -> tf.Tensor:
+    """Per-token int32 values (e.g. character offsets) laid out exactly as `pack_inputs` lays out
+    the ids of the same segments: `fill` at [CLS], [SEP] and padding. int32 [batch, seq_length]."""
+    combined, _, shape = _trim_and_combine(segments, seq_length, fill, fill)
+    values, _ = text.pad_model_inputs(combined, seq_length, pad_value=fill)
+    return tf.reshape(tf.cast(values, tf.int32), shape)
+
+
+def packing_ids(special_ids: dict[str, int]) -> tuple[int, int, int]:
+    """([CLS], [SEP], padding) ids, in pack_inputs' argument order."""
     return special_ids["start_of_sequence_id"], special_ids["end_of_segment_id"], special_ids["padding_id"]
 
 
@@ -158,7 +254,7 @@ class BertPackInputs(_AutoTrackable):
     ragged rank 1 or 2 -> the encoder's three int32 [batch, seq_length] inputs."""
 
     def __init__(self, special_ids: dict[str, int], default_seq_length: int):
-        ids = _packing_ids(special_ids)
+        ids = packing_ids(special_ids)
 
         # An instance function, so that seq_length's default is this export's (as tf-models'
         # BertPackInputsSavedModelWrapper); traced once per segment count and ragged rank.
@@ -183,12 +279,27 @@ class BertPreprocessor(_AutoTrackable):
     def __init__(self, tokenize, special_ids: dict[str, int], default_seq_length: int):
         self.tokenize = tokenize
         self.bert_pack_inputs = BertPackInputs(special_ids, default_seq_length)
-        self._pack_ids = _packing_ids(special_ids)
+        self._pack_ids = packing_ids(special_ids)
         self._default_seq_length = default_seq_length
 
     @tf.function(input_signature=[_SENTENCES_SPEC], autograph=False)
     def __call__(self, sentences):
         return pack_inputs([self.tokenize(sentences)], self._default_seq_length, *self._pack_ids)
+
+
+def build_tokenize(spec: TokenizerSpec, with_offsets: bool = False
+                   ) -> tuple[WordpieceTokenize | SentencepieceTokenize, tf.saved_model.Asset, dict[str, int]]:
+    """`spec`'s tokenize object (with `with_offsets`, also `tokenize.with_char_offsets`), the Asset an
+    export carries it as (`vocab_file` or `sp_model_file`), and the special token ids; a vocab
+    lacking a special token is an InputError naming the file."""
+    if spec.kind not in KINDS:
+        raise InputError(f"tokenizer kind {spec.kind!r} is not one of {', '.join(KINDS)}")
+    special_ids = read_tokenizer_file(TokenizerFile(spec.kind, spec.path), for_lookup_table=True).special_token_ids()
+    asset = tf.saved_model.Asset(spec.path)
+    if spec.kind == "wordpiece":
+        return WordpieceTokenize(asset, spec.do_lower_case, special_ids, with_offsets), asset, special_ids
+    with open(spec.path, "rb") as f:
+        return SentencepieceTokenize(f.read(), spec.do_lower_case, special_ids, with_offsets), asset, special_ids
 
 
 def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
@@ -198,22 +309,11 @@ def build_preprocessor(spec: TokenizerSpec, default_seq_length: int = 128
     `serving_default` maps `sentences` (string [batch]) to the three int32 inputs at
     `default_seq_length`, for TF Serving, `saved_model_cli` and Keras 3's TFSMLayer.
     """
-    if spec.kind not in KINDS:
-        raise InputError(f"tokenizer kind {spec.kind!r} is not one of {', '.join(KINDS)}")
     if default_seq_length < 3:
         raise InputError(f"default_seq_length {default_seq_length} leaves no room for [CLS] a [SEP]")
-    # InputError naming the file if a special token is missing
-    special_ids = read_tokenizer_file(TokenizerFile(spec.kind, spec.path), for_lookup_table=True).special_token_ids()
-    if spec.kind == "wordpiece":
-        asset = tf.saved_model.Asset(spec.path)
-        tokenize = WordpieceTokenize(asset, spec.do_lower_case, special_ids)
-        preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
-        preprocessor.vocab_file = asset
-    else:
-        with open(spec.path, "rb") as f:
-            tokenize = SentencepieceTokenize(f.read(), spec.do_lower_case, special_ids)
-        preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
-        preprocessor.sp_model_file = tf.saved_model.Asset(spec.path)
+    tokenize, asset, special_ids = build_tokenize(spec)
+    preprocessor = BertPreprocessor(tokenize, special_ids, default_seq_length)
+    setattr(preprocessor, TokenizerFile(spec.kind, spec.path).attribute, asset)
     preprocessor.do_lower_case = tf.Variable(spec.do_lower_case, trainable=False, name="do_lower_case")
     return preprocessor, {"serving_default": preprocessor.__call__.get_concrete_function()}
 

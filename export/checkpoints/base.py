@@ -67,6 +67,52 @@ class SourceTensor:
         return merged_shape(self.shape, self.merge)
 
 
+@dataclasses.dataclass(frozen=True)
+class HeadCandidate:
+    """A task head as a reader found it: its variables (None where the checkpoint lacks one) and
+    the tasks its format's code trains such a head for, the default first. Which candidate is
+    exported, and as which task, is decided above the readers (`export.checkpoints.check`)."""
+    tasks: tuple[str, ...]
+    kernel: SourceTensor | None
+    bias: SourceTensor | None
+    kernel_name: str  # the variable names as the format spells them, for messages
+    bias_name: str
+    trained_by: tuple[str, ...]  # per task, e.g. "google-research run_classifier.py"
+
+    @property
+    def names(self) -> str:
+        return f"{self.kernel_name}, {self.bias_name}"
+
+    def describe(self, task: str | None = None) -> str:
+        """Its variables and what trained them (for `task`, else for every task it may be)."""
+        by = self.trained_by[self.tasks.index(task)] if task else " / ".join(self.trained_by)
+        return f"{self.names} ({by})"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadLayout:
+    """How one format stores one kind of task head: its two variables (keys of the reader's
+    lookup), how the stored kernel becomes [hidden, outputs], and what its code trains it for."""
+    kernel: str
+    bias: str
+    kernel_merge: str
+    tasks: tuple[str, ...]
+    trained_by: tuple[str, ...]  # per task
+
+    def candidate(self, found: dict[str, SourceTensor]) -> HeadCandidate | None:
+        """The head among the variables `found` (lookup key -> where stored), if any part of it is there."""
+        kernel, bias = found.get(self.kernel), found.get(self.bias)
+        if kernel is None and bias is None:
+            return None
+        return HeadCandidate(self.tasks, kernel and dataclasses.replace(kernel, merge=self.kernel_merge), bias,
+                             kernel.name if kernel else self.kernel, bias.name if bias else self.bias,
+                             self.trained_by)
+
+
+def find_heads(layouts: Iterable[HeadLayout], found: dict[str, SourceTensor]) -> list[HeadCandidate]:
+    return [c for c in (layout.candidate(found) for layout in layouts) if c is not None]
+
+
 class CheckpointReader(abc.ABC):
     """A checkpoint of one format, mapped onto canonical weight names."""
 
@@ -85,6 +131,7 @@ class CheckpointReader(abc.ABC):
         self.unexpected: list[str] = []  # neither encoder weights nor known, skippable extras
         self.num_layers = 0  # transformer layers present in the checkpoint
         self.untrained: dict[str, str] = {}  # canonical name -> why it is initialised, not read
+        self.heads: list[HeadCandidate] = []  # fine-tuned task heads found (none in a pretrained checkpoint)
         self._initial_shapes: dict[str, tuple[int, ...]] = {}
         self._initial_stddev = 0.02
 

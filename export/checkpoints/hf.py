@@ -13,10 +13,12 @@ import re
 
 import numpy as np
 
-from export.checkpoints.base import KEEP, TRANSPOSE, CheckpointReader, SourceTensor, invert_tables
+from export.checkpoints.base import KEEP, TRANSPOSE, CheckpointReader, HeadLayout, SourceTensor, find_heads, \
+    invert_tables
 from export.config import HUGGING_FACE
-from export.weights import MLM_DECODER
 from export.errors import InputError
+from export.tasks import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
+from export.weights import MLM_DECODER
 
 FLAG = "--model_checkpoint_path"
 _TOP = {
@@ -56,6 +58,15 @@ _LAYER_SUFFIXES = {
     "output.LayerNorm.weight": ("output/ln/gamma", KEEP),
     "output.LayerNorm.bias": ("output/ln/beta", KEEP),
 }
+# The fine-tuning heads of BertFor{Sequence,Token}Classification (both `classifier`: config.json's
+# `architectures` tells them apart) and BertForQuestionAnswering.
+_HEADS = (
+    HeadLayout("classifier.weight", "classifier.bias", TRANSPOSE, (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION),
+               ("transformers BertForSequenceClassification", "transformers BertForTokenClassification")),
+    HeadLayout("qa_outputs.weight", "qa_outputs.bias", TRANSPOSE, (QUESTION_ANSWERING,),
+               ("transformers BertForQuestionAnswering",)),
+)
+_HEAD_NAMES = {name for layout in _HEADS for name in (layout.kernel, layout.bias)}
 # Not part of the encoder: the position-ids buffer and the next-sentence head.
 _SKIPPED = re.compile(r"(^embeddings\.position_ids$|^cls\.seq_relationship\.)")
 _OLD_LAYER_NORM_NAMES = ((".gamma", ".weight"), (".beta", ".bias"))  # pre-2019 PyTorch conversions
@@ -110,6 +121,7 @@ class HFCheckpointReader(CheckpointReader):
         self._prefixed = False
         layers: set[int] = set()
         decoder_bias = None
+        heads: dict[str, SourceTensor] = {}
         for file in files:
             try:
                 handle = safe_open(file, framework="numpy")
@@ -124,6 +136,9 @@ class HFCheckpointReader(CheckpointReader):
                 if _SKIPPED.search(hf_name):
                     continue
                 shape = tuple(handle.get_slice(name).get_shape())
+                if hf_name in _HEAD_NAMES:
+                    heads[hf_name] = SourceTensor(name, shape)
+                    continue
                 mapped = _TOP.get(hf_name)
                 match = _LAYER.match(hf_name)
                 if match and match.group(2) in _LAYER_SUFFIXES:
@@ -139,6 +154,7 @@ class HFCheckpointReader(CheckpointReader):
         if decoder_bias is not None:
             self.tensors.setdefault("mlm/output_bias", decoder_bias)
         self.num_layers = max(layers) + 1 if layers else 0
+        self.heads = find_heads(_HEADS, heads)
 
     @property
     def source_files(self) -> list[str]:

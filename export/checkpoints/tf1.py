@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-
-from export.checkpoints.base import SourceTensor, invert_tables
+from export.checkpoints.base import TRANSPOSE, HeadLayout, SourceTensor, find_heads, invert_tables
 from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
+from export.tasks import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 _EMBEDDINGS = {
     "bert/embeddings/word_embeddings": "embeddings/word",
@@ -43,9 +43,18 @@ _LAYER_SUFFIXES = {
     "output/LayerNorm/gamma": "output/ln/gamma",
     "output/LayerNorm/beta": "output/ln/beta",
 }
-# Present in real checkpoints, not part of the encoder: optimizer slots, the step counter, the
-# next-sentence head (cls/seq_relationship) and run_classifier's task head.
-_SKIPPED = re.compile(r"(^global_step$|/adam_[mv]$|^cls/seq_relationship/|^output_weights$|^output_bias$|^good_steps$|^loss_scale$)")
+# Fine-tuning heads: kernels are stored [outputs, hidden] (the scripts multiply with transpose_b).
+# run_classifier.py's head is on the pooled output; NER forks of it reuse its names on every token.
+_HEADS = (
+    HeadLayout("output_weights", "output_bias", TRANSPOSE, (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION),
+               ("google-research run_classifier.py", "a run_classifier.py-style tagger")),
+    HeadLayout("cls/squad/output_weights", "cls/squad/output_bias", TRANSPOSE, (QUESTION_ANSWERING,),
+               ("google-research run_squad.py",)),
+)
+_HEAD_NAMES = {name for layout in _HEADS for name in (layout.kernel, layout.bias)}
+# Present in real checkpoints, not part of the encoder: optimizer slots, the step counter and the
+# next-sentence head (cls/seq_relationship).
+_SKIPPED = re.compile(r"(^global_step$|/adam_[mv]$|^cls/seq_relationship/|^good_steps$|^loss_scale$)")
 
 
 def google_name(canonical: str) -> str:
@@ -71,8 +80,12 @@ class TF1CheckpointReader(TFCheckpointReader):
     def __init__(self, files: TFCheckpointFiles):
         super().__init__(files)
         layers: set[int] = set()
+        heads: dict[str, SourceTensor] = {}
         for name, shape in sorted(files.shapes.items()):
             if _SKIPPED.search(name):
+                continue
+            if name in _HEAD_NAMES:
+                heads[name] = SourceTensor(name, shape)
                 continue
             canonical = _EMBEDDINGS.get(name) or _MLM_HEAD.get(name)
             match = _LAYER.match(name)
@@ -84,3 +97,4 @@ class TF1CheckpointReader(TFCheckpointReader):
             else:
                 self.tensors[canonical] = SourceTensor(name, shape)
         self.num_layers = max(layers) + 1 if layers else 0
+        self.heads = find_heads(_HEADS, heads)

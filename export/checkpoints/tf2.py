@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-from export.checkpoints.base import KEEP, MERGE_ALL, MERGE_LEADING, MERGE_TRAILING, SourceTensor, \
-    invert_tables
+from export.checkpoints.base import KEEP, MERGE_ALL, MERGE_LEADING, MERGE_TRAILING, HeadLayout, SourceTensor, \
+    find_heads, invert_tables
 from export.checkpoints.tf_files import TFCheckpointFiles, TFCheckpointReader
+from export.errors import InputError
+from export.tasks import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION
 from export.weights import MLM_DECODER
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -61,6 +63,15 @@ _MLM_HEAD = {
     "output_bias.Sbias": "mlm/output_bias",
     "embedding_table": MLM_DECODER,  # the encoder's word embeddings, saved again by the head
 }
+# tf-models' task models, saved as `Checkpoint(model=...)` by its trainer: the encoder is the
+# model's first layer with weights, the head its second. Kernels are [hidden, outputs].
+_TASK_ENCODER, _TASK_HEAD = "layer_with_weights-0/", "layer_with_weights-1/"
+_HEADS = (
+    HeadLayout("out_proj/kernel", "out_proj/bias", KEEP, (SEQUENCE_CLASSIFICATION,), ("tf-models BertClassifier",)),
+    HeadLayout("kernel", "bias", KEEP, (TOKEN_CLASSIFICATION,), ("tf-models BertTokenClassifier",)),
+    HeadLayout("layer_with_weights-0/kernel", "layer_with_weights-0/bias", KEEP, (QUESTION_ANSWERING,),
+               ("tf-models BertSpanLabeler",)),
+)
 _NAMED_LAYER = re.compile(r"^_transformer_layers/(\d+)/(.+)$")
 _NUMBERED = re.compile(r"^layer_with_weights-(\d+)/(.+)$")
 _SKIPPED = re.compile(r"(^_CHECKPOINTABLE_OBJECT_GRAPH$|^save_counter/|/\.OPTIMIZER_SLOT/|^optimizer/)")
@@ -77,6 +88,12 @@ def _mlm_head_path(name: str) -> str | None:
     if name.startswith(_MLM_ROOT + "/") and name.endswith(_SUFFIX):
         return name[len(_MLM_ROOT) + 1: -len(_SUFFIX)]
     return None
+
+
+def _is_task_model(entries) -> bool:
+    # An encoder's own first weighted layer is its word embeddings (`layer_with_weights-0/embeddings`);
+    # a task model's is the whole encoder, so its paths go deeper.
+    return any(path.startswith(_TASK_ENCODER) and path.count("/") >= 2 for path in entries)
 
 
 def looks_like_tf2(names: list[str]) -> bool:
@@ -100,6 +117,8 @@ class TF2CheckpointReader(TFCheckpointReader):
                 self._add(_MLM_HEAD[_mlm_head_path(name)], (name, shape))
             else:
                 self.unexpected.append(name)
+        if _is_task_model(entries):
+            entries = self._map_task_head(entries)
         numbered = any(_NUMBERED.match(path) for path in entries)
         layers = self._map_numbered(entries) if numbered else self._map_named(entries)
         if "embeddings/word" not in self.tensors and MLM_DECODER in self.tensors:
@@ -115,6 +134,25 @@ class TF2CheckpointReader(TFCheckpointReader):
                              ((path, canonical) for path, (canonical, _) in _LAYER_SUFFIXES.items()),
                              lambda index, path: f"_transformer_layers/{index}/{path}")
         return canonical_name if name is None else f"encoder/{name}"
+
+    def _map_task_head(self, entries: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Finds the head of a task model; returns the encoder's entries, relative to the encoder."""
+        encoder, head = {}, {}
+        for path, entry in entries.items():
+            if path.startswith(_TASK_ENCODER):
+                encoder[path[len(_TASK_ENCODER):]] = entry
+            elif path.startswith(_TASK_HEAD):
+                head[path[len(_TASK_HEAD):]] = SourceTensor(*entry)
+            else:
+                self.unexpected.append(entry[0])
+        if any(path.startswith("pooler_dense/") for path in head):
+            raise InputError(f"{self.display_name}: the classification head has its own pooler "
+                             f"({next(t.name for p, t in head.items() if p.startswith('pooler_dense/'))}: "
+                             "BertClassifier(use_encoder_pooler=False)), which is not supported")
+        self.heads = find_heads(_HEADS, head)
+        known = {name for layout in _HEADS for name in (layout.kernel, layout.bias)}
+        self.unexpected += [t.name for path, t in head.items() if path not in known]
+        return encoder
 
     def _add(self, canonical: str, entry: tuple[str, tuple[int, ...]], merge: str = KEEP) -> None:
         self.tensors[canonical] = SourceTensor(entry[0], entry[1], merge)

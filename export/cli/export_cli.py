@@ -41,16 +41,32 @@ flags.DEFINE_boolean("do_lower_case", None,
 flags.DEFINE_string("export_path", None, "Base directory; the SavedModel goes to <export_path>/<version>/.")
 flags.DEFINE_integer("version", None, "Version number to write. Default: one more than the highest present.")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing --version (atomically).")
-flags.DEFINE_enum("export_type", "model", ["model", "model_with_mlm", "preprocessing"],
+flags.DEFINE_enum("export_type", None, ["model", "model_with_mlm", "preprocessing", "sequence_classification",
+                                         "token_classification", "question_answering"],
                   "As export_tfhub: model: the encoder; model_with_mlm: the v2 encoder plus its .mlm "
                   "subobject (masked-LM logits; needs the checkpoint's pretraining head); preprocessing: "
-                  "the SavedModel turning raw strings into the encoder's inputs (no checkpoint needed).")
+                  "the SavedModel turning raw strings into the encoder's inputs (no checkpoint needed). A "
+                  "fine-tuned checkpoint's task: sequence_classification, token_classification or "
+                  "question_answering. Default: the task of the head the checkpoint holds, else model.")
 flags.DEFINE_enum("export_format", None, ["legacy", "v2"],
                   "Encoder API. legacy: list in, [pooled_output, sequence_output] out (the TF Hub BERT /1 "
                   "API); v2: TF Hub's dict-in, dict-out encoder API. Default: legacy for "
                   "--export_type=model, v2 for model_with_mlm.")
-flags.DEFINE_integer("default_seq_length", 128, "preprocessing: the sequence length of the root call and "
-                     "the default of bert_pack_inputs' seq_length.")
+flags.DEFINE_integer("default_seq_length", None, "preprocessing: the sequence length of the root call and "
+                     "the default of bert_pack_inputs' seq_length; task exports: the text signatures' "
+                     "sequence length. Default: 128 (384 for question_answering).")
+flags.DEFINE_string("label_names", None, "Task exports: the labels' names in id order, comma-separated "
+                    "(default: the config's id2label, else LABEL_0, LABEL_1, ...).")
+flags.DEFINE_string("label_names_file", None, "Like --label_names, one name a line.")
+flags.DEFINE_enum("problem_type", None, ["single_label_classification", "multi_label_classification",
+                                         "regression"],
+                  "sequence_classification: softmax probabilities, a sigmoid per label, or raw scores. "
+                  "Default: the config's problem_type, else regression for one output and single-label "
+                  "otherwise (Hugging Face's rule).")
+flags.DEFINE_boolean("text_signatures", True, "Task exports: add the raw-text signatures (serve_text...), which "
+                     "need the TensorFlow Text ops wherever the model is loaded.")
+flags.DEFINE_integer("max_answer_length", 30, "question_answering: the longest answer span serve_text returns, "
+                     "in tokens.")
 flags.DEFINE_boolean("verify", True, "Check the SavedModel against a float64 numpy reference before publishing.")
 flags.DEFINE_boolean("keep_failed", False, "Keep an export that failed verification as failed-<N>-*.")
 flags.DEFINE_boolean("strict", False, "Treat unexpected checkpoint variables as an error.")
@@ -70,7 +86,7 @@ def _demo_inputs() -> None:
              if FLAGS[name].present]
     if given:
         raise InputError(f"--demo exports the embedded default model; do not combine it with --{given[0]}")
-    if FLAGS.export_type != "model" or FLAGS.export_format not in (None, "legacy"):
+    if FLAGS.export_type not in (None, "model") or FLAGS.export_format not in (None, "legacy"):
         raise InputError("--demo exports the encoder in the legacy format; drop --export_type/--export_format")
     FLAGS.model_checkpoint_path = demo.model_directory()
     if FLAGS.export_path is None:
@@ -97,7 +113,9 @@ def _options():
         vocab_file=FLAGS.vocab_file, export_path=FLAGS.export_path, export_format=FLAGS.export_format,
         do_lower_case=FLAGS.do_lower_case, version=FLAGS.version, overwrite=FLAGS.overwrite,
         verify=FLAGS.verify, keep_failed=FLAGS.keep_failed, strict=FLAGS.strict, export_type=FLAGS.export_type,
-        sp_model_file=FLAGS.sp_model_file, default_seq_length=FLAGS.default_seq_length)
+        sp_model_file=FLAGS.sp_model_file, default_seq_length=FLAGS.default_seq_length,
+        label_names=FLAGS.label_names, label_names_file=FLAGS.label_names_file, problem_type=FLAGS.problem_type,
+        text_signatures=FLAGS.text_signatures, max_answer_length=FLAGS.max_answer_length)
 
 
 def _fail(message: str, code: int) -> int:

@@ -116,6 +116,70 @@ def _shorten(values, limit: int = 24) -> str:
     return repr(values[:limit])[:-1] + (", ...]" if len(values) > limit else "]")
 
 
+def check_special_tokens(tokenize, special: dict[str, int], mismatches: list[str]) -> None:
+    """`tokenize.get_special_tokens_dict()` against the reference's lookup."""
+    exported = {k: int(v) for k, v in tokenize.get_special_tokens_dict().items()}
+    if exported != special:
+        mismatches.append(f"get_special_tokens_dict: export {exported} vs reference {special}")
+
+
+def compare_token_ids(what: str, tokens, sentences: list[str], tokenize_reference, mismatches: list[str]
+                      ) -> tuple[int, list[list[int]]]:
+    """Exported token ids (ragged [batch, ...], words merged) against the reference tokenizer's,
+    sentence by sentence; appends each mismatch; returns how many agree and the reference's ids."""
+    flat = tokens.merge_dims(1, -1) if tokens.ragged_rank > 1 else tokens
+    exported_ids = flat.to_list()
+    if len(exported_ids) != len(sentences):
+        mismatches.append(f"{what}: {len(exported_ids)} rows for {len(sentences)} sentences")
+    accepted: list[list[int]] = []
+    agree = 0
+    for i, (sentence, got) in enumerate(zip(sentences, exported_ids)):
+        want = tokenize_reference(sentence)
+        if got == want:
+            agree += 1
+        else:
+            mismatches.append(f"{what}: sentence {i} {sentence[:60]!r}: export {_shorten(got)} "
+                              f"vs reference {_shorten(want)}")
+        accepted.append(want)
+    return agree, accepted
+
+
+def offsets_problem(sentence: str, starts: list[int], ends: list[int]) -> str | None:
+    """What is wrong with one sentence's token offsets: [start, end) code points inside it, in order."""
+    if len(starts) != len(ends):
+        return f"{len(starts)} starts for {len(ends)} ends"
+    if any(not 0 <= s < e <= len(sentence) for s, e in zip(starts, ends)):
+        return f"offsets outside [0, {len(sentence)}]: {list(zip(starts, ends))[:6]}"
+    if starts != sorted(starts):
+        return "start offsets are not in order"
+    return None
+
+
+def check_tokenize_object(tokenize, sentences: list[str], tokenize_reference, special: dict[str, int],
+                          mismatches: list[str]) -> list[str]:
+    """An exported `tokenize` object against the reference: its special tokens, the ids of
+    `tokenize(sentences)` and, where it has it (tagging and QA exports), of
+    `tokenize.with_char_offsets`, with every sentence's offsets inside it and in order. Appends each
+    mismatch; returns the agreement counts, in words."""
+    import tensorflow as tf
+
+    check_special_tokens(tokenize, special, mismatches)
+    batch = tf.constant(sentences)
+    agree, _ = compare_token_ids("tokenize", tokenize(batch), sentences, tokenize_reference, mismatches)
+    counts = [f"{agree}/{len(sentences)} (tokenize)"]
+    if hasattr(tokenize, "with_char_offsets"):
+        offsets = tokenize.with_char_offsets(batch)
+        with_offsets, _ = compare_token_ids("tokenize.with_char_offsets", offsets["ids"], sentences,
+                                            tokenize_reference, mismatches)
+        counts.append(f"{with_offsets}/{len(sentences)} (with_char_offsets)")
+        for i, (sentence, starts, ends) in enumerate(zip(sentences, offsets["start"].to_list(),
+                                                         offsets["end"].to_list())):
+            problem = offsets_problem(sentence, starts, ends)
+            if problem:
+                mismatches.append(f"tokenize.with_char_offsets: sentence {i} {sentence[:40]!r}: {problem}")
+    return counts
+
+
 def verify_preprocessor(saved_model_dir: str, spec: TokenizerSpec,
                         sentences: list[str] | None = None) -> PreprocessingReport:
     """Compares the preprocessor at `saved_model_dir` with the Python reference for `spec`."""
@@ -134,31 +198,15 @@ def verify_preprocessor(saved_model_dir: str, spec: TokenizerSpec,
     pack_ids = (special["start_of_sequence_id"], special["end_of_segment_id"], special["padding_id"])
     mismatches: list[str] = []
 
-    exported_special = {k: int(v) for k, v in loaded.tokenize.get_special_tokens_dict().items()}
-    if exported_special != special:
-        mismatches.append(f"get_special_tokens_dict: export {exported_special} vs reference {special}")
-
-    # tokenize
+    check_special_tokens(loaded.tokenize, special, mismatches)
     batch = tf.constant(sentences)
     tokens = loaded.tokenize(batch)
     expected_rank = 2 if spec.kind == "wordpiece" else 1
     if tokens.dtype != tf.int32 or tokens.ragged_rank != expected_rank:
         mismatches.append(f"tokenize: {tokens.dtype.name} ragged rank {tokens.ragged_rank}, "
                           f"expected int32 ragged rank {expected_rank}")
-    flat = tokens.merge_dims(1, -1) if tokens.ragged_rank > 1 else tokens
-    exported_ids = flat.to_list()
-    if len(exported_ids) != len(sentences):
-        mismatches.append(f"tokenize: {len(exported_ids)} rows for {len(sentences)} sentences")
-    accepted: list[list[int]] = []  # per sentence: the reference's ids, which packing must use
-    agree = 0
-    for i, (sentence, got) in enumerate(zip(sentences, exported_ids)):
-        want = tokenize_reference(sentence)
-        if got == want:
-            agree += 1
-        else:
-            mismatches.append(f"tokenize: sentence {i} {sentence[:60]!r}: export {_shorten(got)} "
-                              f"vs reference {_shorten(want)}")
-        accepted.append(want)
+    # per sentence: the reference's ids, which packing must use
+    agree, accepted = compare_token_ids("tokenize", tokens, sentences, tokenize_reference, mismatches)
 
     # packing
     pack_agree = pack_total = 0

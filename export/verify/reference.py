@@ -17,7 +17,7 @@ from export.config import BertConfig
 
 @dataclasses.dataclass
 class ReferenceOutputs:
-    pooled_output: np.ndarray      # [B, H] float64
+    pooled_output: np.ndarray | None  # [B, H] float64 (None: computed without the pooler)
     sequence_output: np.ndarray    # [B, S, H] float64
     encoder_outputs: list[np.ndarray]
     mlm_logits: np.ndarray | None = None  # [B, P, V] float64, when masked positions were given
@@ -48,9 +48,10 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def reference_forward(config: BertConfig, read_weight: Callable[[str], np.ndarray],
                       batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                      mlm_positions: list[np.ndarray] | None = None) -> list[ReferenceOutputs]:
+                      mlm_positions: list[np.ndarray] | None = None, pooler: bool = True) -> list[ReferenceOutputs]:
     """Runs every (word_ids, mask, type_ids) batch through the encoder, layer by layer; with
-    `mlm_positions` ([B, P] per batch) also through the masked-LM head (`cls/predictions`)."""
+    `mlm_positions` ([B, P] per batch) also through the masked-LM head (`cls/predictions`);
+    without `pooler` (a head on sequence_output only), pooled_output is not computed."""
     def w(name: str) -> np.ndarray:
         return read_weight(name).astype(np.float64)
 
@@ -95,8 +96,9 @@ def reference_forward(config: BertConfig, read_weight: Callable[[str], np.ndarra
             layer_outputs[b].append(x)
         del p
 
-    pooler_kernel, pooler_bias = w("pooler/kernel"), w("pooler/bias")
-    outputs = [ReferenceOutputs(np.tanh(x[:, 0] @ pooler_kernel + pooler_bias), x, outs)
+    if pooler:
+        pooler_kernel, pooler_bias = w("pooler/kernel"), w("pooler/bias")
+    outputs = [ReferenceOutputs(np.tanh(x[:, 0] @ pooler_kernel + pooler_bias) if pooler else None, x, outs)
                for x, outs in zip(states, layer_outputs)]
     if mlm_positions is not None:
         # google-research run_pretraining.get_masked_lm_output, with the decoder tied to the word embeddings.
