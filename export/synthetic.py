@@ -53,12 +53,30 @@ def random_weights(config: BertConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return weights
 
 
+def run_classifier_head(config: BertConfig, num_labels: int, seed: int = 2) -> dict[str, np.ndarray]:
+    """google-research run_classifier.py's head under its own names, with the Adam slots its
+    fine-tuned checkpoints also hold: `output_weights` [num_labels, hidden] (the script multiplies
+    with transpose_b), `output_bias` [num_labels]. Scaled so that the logits on a pooled output
+    (tanh, O(1)) are O(1) and differ per label."""
+    rng = np.random.default_rng(seed)
+    h = config.hidden_size
+    head = {"output_weights": rng.standard_normal((num_labels, h)) / np.sqrt(h),
+            "output_bias": 0.1 * rng.standard_normal(num_labels)}
+    slots = {}
+    for name, value in head.items():
+        slots[f"{name}/adam_m"] = 1e-3 * rng.standard_normal(value.shape)
+        slots[f"{name}/adam_v"] = 1e-6 * rng.random(value.shape)  # second moments are non-negative
+    return {name: value.astype(np.float32) for name, value in (head | slots).items()}
+
+
 def write_tf1_checkpoint(prefix: str, config: BertConfig, weights: dict[str, np.ndarray],
-                         with_extras: bool = True, seed: int = 1) -> str:
+                         with_extras: bool = True, seed: int = 1,
+                         variables: dict[str, np.ndarray] | None = None) -> str:
     """Writes `weights` under their original google-research names; returns the prefix.
 
     With `with_extras`, also writes what real checkpoints hold besides the encoder: the MLM/NSP
     heads, `global_step` and Adam slots for a few variables, which the exporter must skip.
+    `variables` are written as they are, under their own names (e.g. `run_classifier_head`).
     """
     import tensorflow as tf
 
@@ -85,6 +103,9 @@ def write_tf1_checkpoint(prefix: str, config: BertConfig, weights: dict[str, np.
             tensors.append(tf.constant(np.asarray(array, np.float32)))
         names.append("global_step")
         tensors.append(tf.constant(1000, tf.int64))
+    for name, array in (variables or {}).items():
+        names.append(name)
+        tensors.append(tf.constant(array))
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
     return prefix
@@ -128,11 +149,17 @@ class CheckpointFiles:
 
 
 def make_google_checkpoint(directory: str, config: BertConfig, cased: bool = True,
-                           seed: int = 0) -> CheckpointFiles:
-    """A complete google-research style model directory: bert_config.json, vocab.txt, bert_model.ckpt."""
+                           seed: int = 0, num_labels: int = 0) -> CheckpointFiles:
+    """A complete google-research style model directory: bert_config.json, vocab.txt, bert_model.ckpt.
+
+    With `num_labels`, a run_classifier.py fine-tuned checkpoint: the same encoder weights as
+    without (for the same seed), plus a sequence classification head of that many labels.
+    """
     os.makedirs(directory, exist_ok=True)
+    # A random stream of its own (the encoder draws from `seed`, the extras from 1).
+    head = run_classifier_head(config, num_labels, seed + 2) if num_labels else None
     return CheckpointFiles(
         bert_config_file=write_config(os.path.join(directory, "bert_config.json"), config),
         model_checkpoint_path=write_tf1_checkpoint(os.path.join(directory, "bert_model.ckpt"), config,
-                                                   random_weights(config, seed)),
+                                                   random_weights(config, seed), variables=head),
         vocab_file=write_vocab(os.path.join(directory, "vocab.txt"), config.vocab_size, cased))

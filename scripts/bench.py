@@ -1,16 +1,21 @@
 """Benchmark bert-export against tf-models-official's two-step pipeline, side by side.
 
 For each --size, on a cached random google-research TF1 checkpoint, this measures in one run,
-alternating A/B/C after a warm-up round:
+alternating A/B/C/D/E after a warm-up round:
   A  bert-export with verification,
   B  bert-export --noverify,
   C  tf-models: tf2_bert_encoder_checkpoint_converter, then export_tfhub (via their module entry points),
+  D  bert-export with verification of the same encoder weights fine-tuned by run_classifier.py
+     (a second cached checkpoint, plus a 3-label head): its default sequence_classification export,
+  E  the encoder export (--export_type=model, with verification) of D's checkpoint,
 each as wall time and peak RSS of the whole process tree (the sum over every live descendant,
-sampled every 20 ms). Then the serving latency of both exports (median of `serving_default` on
-batch 8 x seq 128, same thread settings, each in a fresh process). It prints medians and the
-ratios ours / reference, and can write JSON and regenerate the table in BUILD.md.
+sampled every 20 ms). Then the serving latency of A's and C's exports (median of `serving_default`
+on batch 8 x seq 128), and of D's: `serve_text` on 8 English texts against tf-models' Python
+FullTokenizer packing the same texts followed by `serving_default` (same thread settings, each in a
+fresh process). It prints medians and the ratios ours / reference, classifier / encoder and
+serve_text / Python tokenization, and can write JSON and regenerate the tables in BUILD.md.
 
-    python scripts/bench.py --size=large            # the issue's targets are for this size
+    python scripts/bench.py --size=large            # most of the issues' targets are for this size
     python scripts/bench.py --size=base,large --json=bench.json --update_build_md
 """
 
@@ -39,34 +44,87 @@ sys.path.insert(0, REPO)
 FLAGS = flags.FLAGS
 flags.DEFINE_list("size", ["large"], "Model sizes, from: tiny, base, large.")
 flags.DEFINE_integer("runs", 3, "Timed runs of each pipeline, after one warm-up round.")
-flags.DEFINE_integer("latency_calls", 5, "Timed serving_default calls per latency measurement "
-                     "(BERT-large takes seconds per call on 2 cores).")
+flags.DEFINE_integer("latency_calls", 5, "Timed calls (of serving_default, or serve_text) per latency "
+                     "measurement (BERT-large takes seconds per call on 2 cores).")
 flags.DEFINE_string("cache_dir", os.path.join(os.path.expanduser("~"), ".cache", "bert-export", "bench"),
                     "Where generated checkpoints are kept between runs.")
 flags.DEFINE_string("json", None, "Write the results here as JSON.")
 flags.DEFINE_boolean("update_build_md", False, "Rewrite the benchmark section of BUILD.md.")
 flags.DEFINE_string("render_json", None, "Measure nothing: render the table from this --json output.")
 
-# Targets from the performance issue, as ours / reference, for the `large` size.
-TARGETS = {"export_noverify_wall": 0.15, "export_verify_wall": 0.3, "peak_rss": 0.2, "serving_latency": 1.05}
+# Targets from the performance issues, as ratios (ours / reference; the classifier export / the
+# encoder export of its checkpoint), and the size each is set for.
+TARGETS = {"export_noverify_wall": 0.15, "export_verify_wall": 0.3, "peak_rss": 0.2, "serving_latency": 1.05,
+           "classifier_export_wall": 1.2, "classifier_peak_rss": 1.2}
+TARGET_SIZES = {"classifier_export_wall": "base", "classifier_peak_rss": "base"}  # the others: large
+CLASSIFIER_LABELS = 3
+TEXT_BATCH = 8
+SENTENCES = os.path.join(REPO, "tests", "data", "sentences.txt")
 
+# argv: mode, SavedModel, timed calls, then for "ids" the vocab size, else the packing length;
+# stdin: the texts, as a JSON list. Prints the medians, as JSON, of "call" (seconds) and of
+# the parts a call times itself. Modes:
+#   ids               serving_default on random ids, batch 8 x seq 128;
+#   serve_text        serve_text(text=texts);
+#   python_tokenizer  tf-models' FullTokenizer (the export's vocab asset and do_lower_case)
+#                     tokenizes and packs the texts ("tokenization"), then serving_default.
 LATENCY_PROGRAM = r"""
-import os, sys, statistics, time
+import json, sys, statistics, time
 import numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(1)
-fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+mode, calls, size_argument, texts = sys.argv[1], int(sys.argv[3]), int(sys.argv[4]), json.load(sys.stdin)
+if mode != "ids":
+    import tensorflow_text  # noqa: F401  (the text signatures' ops)
+loaded = tf.saved_model.load(sys.argv[2])
+fn = loaded.signatures["serving_default"]
 names = sorted(fn.structured_input_signature[1])
-rng = np.random.default_rng(0)
-ids = rng.integers(1, int(sys.argv[3]), (8, 128)).astype(np.int32)
-feeds = {n: tf.constant(ids if "word" in n else np.ones_like(ids) if "mask" in n else np.zeros_like(ids))
-         for n in names}
-for _ in range(3):
-    fn(**feeds)
-times = []
-for _ in range(int(sys.argv[2])):
-    t = time.perf_counter(); fn(**feeds); times.append(time.perf_counter() - t)
-print(statistics.median(times))
+
+def feeds_of(ids, mask):
+    return {n: tf.constant(ids if "word" in n else mask if "mask" in n else np.zeros_like(ids)) for n in names}
+
+if mode == "ids":
+    ids = np.random.default_rng(0).integers(1, size_argument, (8, 128)).astype(np.int32)
+    feeds = feeds_of(ids, np.ones_like(ids))
+    def step():
+        fn(**feeds)
+elif mode == "serve_text":
+    serve_text = loaded.signatures["serve_text"]
+    def step():  # the texts' tensor is made inside, as the Python path's ids are
+        serve_text(text=tf.constant(texts))
+elif mode == "python_tokenizer":
+    seq_length = size_argument
+    from official.nlp.tools.tokenization import FullTokenizer
+    tokenizer = FullTokenizer(loaded.vocab_file.asset_path.numpy().decode(),
+                              do_lower_case=bool(loaded.do_lower_case.numpy()))
+    cls_id, sep_id, pad_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", "[PAD]"])
+
+    def pack(texts):  # as serve_text packs one segment: [CLS] tokens[:seq_length - 2] [SEP], padded to the longest
+        rows = [[cls_id, *tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))[:seq_length - 2], sep_id]
+                for text in texts]
+        width = max(len(row) for row in rows)
+        ids = np.full((len(texts), width), pad_id, np.int32)
+        mask = np.zeros((len(texts), width), np.int32)
+        for row, row_ids in enumerate(rows):
+            ids[row, :len(row_ids)], mask[row, :len(row_ids)] = row_ids, 1
+        return ids, mask
+
+    def step():
+        t = time.perf_counter(); ids, mask = pack(texts); tokenization = time.perf_counter() - t
+        fn(**feeds_of(ids, mask))
+        return {"tokenization": tokenization}
+    # Both sides of the comparison must compute the same thing.
+    python_logits = fn(**feeds_of(*pack(texts)))["logits"].numpy()
+    text_logits = loaded.signatures["serve_text"](text=tf.constant(texts))["logits"].numpy()
+    if not np.allclose(python_logits, text_logits, rtol=1e-4, atol=1e-5):
+        sys.exit(f"serve_text and FullTokenizer + serving_default disagree: {text_logits} vs {python_logits}")
+times = {}
+for i in range(3 + calls):  # 3 warm-up calls
+    t = time.perf_counter(); parts = step() or {}; parts["call"] = time.perf_counter() - t
+    for name, seconds in parts.items():
+        if i >= 3:
+            times.setdefault(name, []).append(seconds)
+print(json.dumps({name: statistics.median(values) for name, values in times.items()}))
 """
 
 
@@ -130,15 +188,18 @@ def measure(commands: list[list[str]], env: dict[str, str]) -> Measurement:
     return Measurement(time.monotonic() - start, peak)
 
 
-def checkpoint_for(size: str):
+def checkpoint_for(size: str, num_labels: int = 0):
+    """The cached checkpoint of `size`; with `num_labels`, its run_classifier.py twin (the same
+    encoder weights, plus a head of that many labels)."""
     from export import synthetic
 
-    directory = os.path.join(FLAGS.cache_dir, size)
+    directory = os.path.join(FLAGS.cache_dir, f"{size}-classifier{num_labels}" if num_labels else size)
     if not os.path.isfile(os.path.join(directory, "bert_model.ckpt.index")):
         print(f"generating the {size} checkpoint in {directory} ...", flush=True)
         subprocess.run([sys.executable, "-c", "import sys; from export import synthetic; "
-                        "synthetic.make_google_checkpoint(sys.argv[1], synthetic.config_of_size(sys.argv[2]))",
-                        directory, size], check=True, cwd=REPO, env=_env())
+                        "synthetic.make_google_checkpoint(sys.argv[1], synthetic.config_of_size(sys.argv[2]), "
+                        "num_labels=int(sys.argv[3]))",
+                        directory, size, str(num_labels)], check=True, cwd=REPO, env=_env())
     return synthetic.CheckpointFiles(os.path.join(directory, "bert_config.json"),
                                      os.path.join(directory, "bert_model.ckpt"),
                                      os.path.join(directory, "vocab.txt"))
@@ -150,10 +211,12 @@ def _env(**extra) -> dict[str, str]:
     return env
 
 
-def ours(files, export_path: str, verify: bool) -> list[list[str]]:
+def ours(files, export_path: str, verify: bool, export_type: str | None = None) -> list[list[str]]:
+    """bert-export's command; `export_type` None leaves the choice to the tool (a head's task)."""
     return [[sys.executable, "-m", "export", f"--bert_config_file={files.bert_config_file}",
              f"--model_checkpoint_path={files.model_checkpoint_path}", f"--vocab_file={files.vocab_file}",
-             f"--export_path={export_path}", "--verify" if verify else "--noverify", "--do_lower_case=false"]]
+             f"--export_path={export_path}", "--verify" if verify else "--noverify", "--do_lower_case=false",
+             *([f"--export_type={export_type}"] if export_type else [])]]
 
 
 def reference(files, work: str) -> list[list[str]]:
@@ -168,23 +231,52 @@ def reference(files, work: str) -> list[list[str]]:
     ]
 
 
-def serving_latency(saved_model_dir: str, vocab_size: int) -> float:
-    proc = subprocess.run([sys.executable, "-c", LATENCY_PROGRAM, saved_model_dir, str(FLAGS.latency_calls),
-                           str(vocab_size)],
+def latency(mode: str, saved_model_dir: str, size_argument: int, texts: list[str] | None = None) -> dict[str, float]:
+    """Runs LATENCY_PROGRAM in a fresh process; its medians in seconds ("call", and parts)."""
+    proc = subprocess.run([sys.executable, "-c", LATENCY_PROGRAM, mode, saved_model_dir, str(FLAGS.latency_calls),
+                           str(size_argument)], input=json.dumps(texts or []),
                           capture_output=True, text=True, env=_env())
     if proc.returncode != 0:
-        raise RuntimeError(f"latency run failed:\n{proc.stderr[-3000:]}")
-    return float(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{mode} latency run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def serving_latency(saved_model_dir: str, vocab_size: int) -> float:
+    """Median seconds of serving_default on batch 8 x seq 128."""
+    return latency("ids", saved_model_dir, vocab_size)["call"]
+
+
+def benchmark_texts(count: int = TEXT_BATCH, min_words: int = 20, max_words: int = 40) -> list[str]:
+    """`count` English texts of `min_words` to `max_words` words, the same every run: consecutive
+    ASCII lines of tests/data/sentences.txt joined (most of its sentences are shorter)."""
+    with open(SENTENCES, encoding="utf-8") as f:
+        english = [line.strip() for line in f if line.strip() and line.isascii()]
+    texts, words = [], []
+    for sentence in english:
+        words += sentence.split()
+        if len(words) >= min_words:
+            if len(words) <= max_words:
+                texts.append(" ".join(words))
+            words = []
+        if len(texts) == count:
+            return texts
+    raise RuntimeError(f"{SENTENCES} holds fewer than {count} texts of {min_words}-{max_words} words")
 
 
 def bench_size(size: str, work: str) -> dict:
     from export.config import load_bert_config
+    from export.report import REPORT_RELATIVE_PATH
 
-    files = checkpoint_for(size)
+    files, classifier_files = checkpoint_for(size), checkpoint_for(size, CLASSIFIER_LABELS)
     config = load_bert_config(files.bert_config_file)
     params = config.parameter_count()
     env_ours, env_ref = _env(), _env(TF_USE_LEGACY_KERAS="1")
-    runs: dict[str, list[Measurement]] = {"ours_verify": [], "ours_noverify": [], "reference": []}
+    # bert-export's runs: (checkpoint, verify, --export_type).
+    ours_runs = {"ours_verify": (files, True, None), "ours_noverify": (files, False, None),
+                 "classifier_verify": (classifier_files, True, None),
+                 "classifier_encoder_verify": (classifier_files, True, "model")}
+    runs: dict[str, list[Measurement]] = {name: [] for name in ("ours_verify", "ours_noverify", "reference",
+                                                                "classifier_verify", "classifier_encoder_verify")}
     kept = {}
     for round_index in range(FLAGS.runs + 1):  # round 0 warms caches and is not counted
         for name in runs:
@@ -193,20 +285,29 @@ def bench_size(size: str, work: str) -> dict:
                 m = measure(reference(files, target), env_ref)
                 result_dir = os.path.join(target, "export")
             else:
-                m = measure(ours(files, target, verify=name == "ours_verify"), env_ours)
+                checkpoint, verify, export_type = ours_runs[name]
+                m = measure(ours(checkpoint, target, verify, export_type), env_ours)
                 result_dir = os.path.join(target, "1")
             print(f"  {size} round {round_index} {name}: {m.wall_seconds:.1f} s, "
                   f"{m.peak_tree_rss_bytes / 2**30:.2f} GiB{' (warm-up)' if round_index == 0 else ''}", flush=True)
             if round_index:
                 runs[name].append(m)
-            if name in ("ours_noverify", "reference") and round_index == FLAGS.runs:
+            if name in ("ours_noverify", "reference", "classifier_verify") and round_index == FLAGS.runs:
                 kept[name] = result_dir
             else:
                 shutil.rmtree(target, ignore_errors=True)
-    latencies: dict[str, list[float]] = {"ours": [], "reference": []}
+    texts = benchmark_texts()
+    with open(os.path.join(kept["classifier_verify"], REPORT_RELATIVE_PATH)) as f:
+        seq_length = json.load(f)["default_seq_length"]  # what serve_text packs to
+    latencies: dict[str, list[float]] = {"ours": [], "reference": [], "serve_text": [],
+                                         "python_tokenizer_serving_default": [], "python_tokenization": []}
     for _ in range(FLAGS.runs):  # alternating, fresh process each
         latencies["ours"].append(serving_latency(kept["ours_noverify"], config.vocab_size))
         latencies["reference"].append(serving_latency(kept["reference"], config.vocab_size))
+        latencies["serve_text"].append(latency("serve_text", kept["classifier_verify"], seq_length, texts)["call"])
+        python = latency("python_tokenizer", kept["classifier_verify"], seq_length, texts)
+        latencies["python_tokenizer_serving_default"].append(python["call"])
+        latencies["python_tokenization"].append(python["tokenization"])
     for path in kept.values():
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
@@ -223,6 +324,15 @@ def bench_size(size: str, work: str) -> dict:
         "reference_peak_rss": median("reference", "peak_tree_rss_bytes"),
         "ours_serving_latency": statistics.median(latencies["ours"]),
         "reference_serving_latency": statistics.median(latencies["reference"]),
+        "classifier_verify_wall": median("classifier_verify", "wall_seconds"),
+        "classifier_encoder_verify_wall": median("classifier_encoder_verify", "wall_seconds"),
+        "classifier_verify_peak_rss": median("classifier_verify", "peak_tree_rss_bytes"),
+        "classifier_encoder_verify_peak_rss": median("classifier_encoder_verify", "peak_tree_rss_bytes"),
+        "serve_text_latency": statistics.median(latencies["serve_text"]),
+        "python_tokenizer_serving_latency": statistics.median(latencies["python_tokenizer_serving_default"]),
+        "python_tokenization_latency": statistics.median(latencies["python_tokenization"]),
+        "text_batch": {"texts": len(texts), "seq_length": seq_length,
+                       "words": [len(text.split()) for text in texts]},
         "all_runs": {k: [dataclasses.asdict(m) for m in v] for k, v in runs.items()},
         "all_latencies": latencies,
     }
@@ -231,6 +341,9 @@ def bench_size(size: str, work: str) -> dict:
         "export_verify_wall": result["ours_verify_wall"] / result["reference_wall"],
         "peak_rss": result["ours_verify_peak_rss"] / result["reference_peak_rss"],
         "serving_latency": result["ours_serving_latency"] / result["reference_serving_latency"],
+        "classifier_export_wall": result["classifier_verify_wall"] / result["classifier_encoder_verify_wall"],
+        "classifier_peak_rss": result["classifier_verify_peak_rss"] / result["classifier_encoder_verify_peak_rss"],
+        "serve_text_latency": result["serve_text_latency"] / result["python_tokenizer_serving_latency"],  # no target
     }
     return result
 
@@ -260,6 +373,19 @@ def growth(results: list[dict]) -> dict | None:
             "rss_growth_per_parameter_growth": large["ours_verify_peak_rss"] / small["ours_verify_peak_rss"] / p}
 
 
+def table_row(r: dict, label: str, value: str, baseline: str, key: str) -> str:
+    """A row of measured values, with the ratio `key` and its target cell: met or MISSED at the size
+    the target is set for, else which size that is."""
+    target, size = TARGETS.get(key), TARGET_SIZES.get(key, "large")
+    if target is None:
+        verdict = ""
+    elif r["size"] != size:
+        verdict = f"(set for {size})"
+    else:
+        verdict = f"≤ {target} ({'met' if r['ratios'][key] <= target else 'MISSED'})"
+    return f"| {r['size']} | {label} | {value} | {baseline} | {r['ratios'][key]:.3f} | {verdict} |"
+
+
 def render(results: list[dict], info: dict) -> str:
     gib = 2 ** 30
     lines = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; Python {info['python']}, "
@@ -278,13 +404,35 @@ def render(results: list[dict], info: dict) -> str:
             ("serving_default latency, batch 8 × seq 128", f"{r['ours_serving_latency'] * 1e3:.1f} ms",
              f"{r['reference_serving_latency'] * 1e3:.1f} ms", "serving_latency"),
         ]
-        for label, ours_value, ref_value, key in rows:
-            ratio, target = r["ratios"][key], TARGETS[key]
-            verdict = (f"≤ {target} ({'met' if ratio <= target else 'MISSED'})" if r["size"] == "large"
-                       else "(set for large)")
-            lines.append(f"| {r['size']} | {label} | {ours_value} | {ref_value} | {ratio:.3f} | {verdict} |")
+        lines += [table_row(r, *row) for row in rows]
         lines.append(f"| {r['size']} | peak RSS without verification | {r['ours_noverify_peak_rss'] / gib:.2f} GiB "
                      f"| | {r['ours_noverify_peak_rss'] / r['reference_peak_rss']:.3f} | |")
+    classifiers = [r for r in results if "classifier_verify_wall" in r]  # older --render_json input lacks them
+    if classifiers:
+        lines += ["", "Fine-tuned export: the encoder weights above plus a run_classifier.py head of "
+                  f"{CLASSIFIER_LABELS} labels, one checkpoint exported as sequence_classification (the default) "
+                  "and as its encoder (`--export_type=model`), both with verification; and its `serve_text` "
+                  f"against tf-models' Python FullTokenizer packing the same {TEXT_BATCH} English texts "
+                  "(20–40 words) before `serving_default`.",
+                  "",
+                  "| size | metric | sequence_classification | baseline | ratio | target |",
+                  "|---|---|---|---|---|---|"]
+    for r in classifiers:
+        seq = r["text_batch"]["seq_length"]
+        rows = [
+            ("export wall with verification; baseline: the encoder export", f"{r['classifier_verify_wall']:.1f} s",
+             f"{r['classifier_encoder_verify_wall']:.1f} s", "classifier_export_wall"),
+            ("peak RSS of the process tree with verification; baseline: the encoder export",
+             f"{r['classifier_verify_peak_rss'] / gib:.2f} GiB",
+             f"{r['classifier_encoder_verify_peak_rss'] / gib:.2f} GiB", "classifier_peak_rss"),
+            (f"serve_text latency, batch {TEXT_BATCH} (padded to its longest text, at most {seq} tokens); baseline: "
+             "FullTokenizer + serving_default on the same ids",
+             f"{r['serve_text_latency'] * 1e3:.1f} ms", f"{r['python_tokenizer_serving_latency'] * 1e3:.1f} ms",
+             "serve_text_latency"),
+        ]
+        lines += [table_row(r, *row) for row in rows]
+        lines.append(f"| {r['size']} | Python FullTokenizer alone (tokenize + pack the {TEXT_BATCH} texts) | "
+                     f"| {r['python_tokenization_latency'] * 1e3:.1f} ms | | |")
     g = growth(results)
     if g:
         lines += ["", f"Growth {g['from']} → {g['to']} (parameters ×{g['parameter_growth']:.2f}): wall time grew "

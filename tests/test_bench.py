@@ -36,10 +36,19 @@ def test_bench_smoke_tiny(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| tiny | export wall, no verification |" in proc.stdout
+    assert "| tiny | export wall with verification; baseline: the encoder export |" in proc.stdout
+    assert "| tiny | serve_text latency, batch 8 (padded to its longest text, at most 128 tokens);" in proc.stdout
     data = json.loads(out.read_text())
     (result,) = data["results"]
-    assert set(result["ratios"]) == set(data["targets"])
+    assert set(result["ratios"]) == set(data["targets"]) | {"serve_text_latency"}  # the one ratio without a target
+    assert all(ratio > 0 for ratio in result["ratios"].values())
     for key in ("ours_verify_wall", "ours_noverify_wall", "reference_wall", "ours_verify_peak_rss",
-                "reference_peak_rss", "ours_serving_latency", "reference_serving_latency"):
+                "reference_peak_rss", "ours_serving_latency", "reference_serving_latency",
+                "classifier_verify_wall", "classifier_encoder_verify_wall", "classifier_verify_peak_rss",
+                "classifier_encoder_verify_peak_rss", "serve_text_latency", "python_tokenizer_serving_latency",
+                "python_tokenization_latency"):
         assert result[key] > 0, key
+    assert result["text_batch"]["texts"] == 8 and all(20 <= n <= 40 for n in result["text_batch"]["words"])
+    assert {"classifier_verify", "classifier_encoder_verify"} <= set(result["all_runs"])
     assert all(len(runs) == 1 for runs in result["all_runs"].values())
+    assert all(len(values) == 1 for values in result["all_latencies"].values())
