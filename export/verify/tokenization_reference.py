@@ -1,8 +1,8 @@
-"""The independent pure-Python reference for the preprocessor: no TensorFlow op computes any of it
-(tf-models' tokenization module imports TensorFlow, but its FullTokenizer is plain Python).
+"""The independent pure-Python reference for the preprocessor: no TensorFlow op computes any of it.
 
-* WordPiece: tf-models' own `FullTokenizer` (official.nlp.tools.tokenization), the tokenizer the
-  BERT checkpoints were trained with.
+* WordPiece: BERT's `FullTokenizer`, the tokenizer the checkpoints were trained with (google-research
+  tokenization.py, as tf-models-official ships it), written here from its rules so that a plain
+  install needs no tf-models; the test suite checks it against tf-models' own on the corpus.
 * SentencePiece: the `sentencepiece` library on text normalised as tf-models' SentencepieceTokenizer
   layer does (NFD, drop Mn, then NFKC case folding), written here with `unicodedata`.
 * Packing: BERT's input layout, written from tf-models' documented behaviour (round-robin
@@ -45,12 +45,84 @@ def sentencepiece_normalize(text: str, do_lower_case: bool) -> str:
     return nfkc_casefold(text) if do_lower_case else text
 
 
-def wordpiece_tokenizer(vocab_path: str, do_lower_case: bool) -> Callable[[str], list[int]]:
-    """sentence -> ids, by tf-models' FullTokenizer."""
-    from official.nlp.tools.tokenization import FullTokenizer
+def load_vocab(vocab_path: str) -> dict[str, int]:
+    """FullTokenizer's vocab: one token a line, stripped, numbered in file order."""
+    with open(vocab_path, encoding="utf-8") as f:
+        return {line.strip(): index for index, line in enumerate(f)}
 
-    tokenizer = FullTokenizer(vocab_path, do_lower_case=do_lower_case)
-    return lambda sentence: tokenizer.convert_tokens_to_ids(tokenizer.tokenize(sentence))
+
+def _is_control(char: str) -> bool:  # \t \n \r count as whitespace instead
+    return char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cf")
+
+
+def _is_whitespace(char: str) -> bool:
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def _is_punctuation(char: str) -> bool:
+    """Every ASCII symbol that is not a letter or digit, and Unicode category P."""
+    code = ord(char)
+    return (33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+            or unicodedata.category(char).startswith("P"))
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(lo <= code <= hi for lo, hi in CJK_IDEOGRAPH_RANGES)
+
+
+# The CJK Unified Ideographs blocks (and compatibility ideographs) FullTokenizer isolates.
+CJK_IDEOGRAPH_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+                        (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
+    """FullTokenizer's BasicTokenizer: drop NUL, U+FFFD and control/format characters, map
+    whitespace to spaces, isolate CJK ideographs, split on whitespace; per word, when uncased,
+    lowercase and strip accents (NFD, drop Mn); then split off every punctuation character."""
+    cleaned = "".join(" " if _is_whitespace(c) else c for c in text
+                      if not (c in "\x00\ufffd" or _is_control(c)))
+    spaced = "".join(f" {c} " if _is_cjk(c) else c for c in cleaned)
+    words = []
+    for word in spaced.split():  # str.split: also Zl, Zp, which FullTokenizer's whitespace_tokenize splits on
+        if do_lower_case:
+            word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
+        piece = ""
+        for char in word:
+            if _is_punctuation(char):
+                words += [piece, char] if piece else [char]
+                piece = ""
+            else:
+                piece += char
+        if piece:
+            words.append(piece)
+    return " ".join(words).split()
+
+
+def wordpiece_split(word: str, vocab: dict[str, int], max_chars: int = 400, unknown: str = "[UNK]") -> list[str]:
+    """Greedy longest-match-first WordPiece: each piece after the first is tried with "##"; a word
+    with an unmatchable rest, or longer than `max_chars` (the installed FullTokenizer's limit), is
+    `unknown`."""
+    if len(word) > max_chars:
+        return [unknown]
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            candidate = word[start:end] if start == 0 else "##" + word[start:end]
+            if candidate in vocab:
+                pieces.append(candidate)
+                start = end
+                break
+        else:
+            return [unknown]
+    return pieces
+
+
+def wordpiece_tokenizer(vocab_path: str, do_lower_case: bool) -> Callable[[str], list[int]]:
+    """sentence -> ids, as FullTokenizer(vocab_path, do_lower_case) gives them."""
+    vocab = load_vocab(vocab_path)
+    return lambda sentence: [vocab[piece] for word in basic_tokenize(sentence, do_lower_case)
+                             for piece in wordpiece_split(word, vocab)]
 
 
 def sentencepiece_tokenizer(model_path: str, do_lower_case: bool) -> Callable[[str], list[int]]:
@@ -72,8 +144,6 @@ def reference_tokenizer(kind: str, path: str, do_lower_case: bool) -> Callable[[
 def special_token_ids(kind: str, path: str) -> dict[str, int]:
     """tf-models' get_special_tokens_dict() for the vocab or model at `path`, looked up in Python."""
     if kind == "wordpiece":
-        from official.nlp.tools.tokenization import load_vocab
-
         vocab = load_vocab(path)
         found = {"start_of_sequence_id": vocab.get("[CLS]"), "end_of_segment_id": vocab.get("[SEP]"),
                  "padding_id": vocab.get("[PAD]"), "mask_id": vocab.get("[MASK]")}
