@@ -4,9 +4,12 @@ parsed and validated."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib.resources
 import json
 import math
 import os
+import re
 from typing import Any
 
 from export.errors import InputError, read_input_text
@@ -136,26 +139,70 @@ def parse_bert_config(data: Any, source: str) -> BertConfig:
     return config
 
 
-# The published TF Hub BERT family (scripts/make_configs.py writes it), usable as --config=<name>.
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# The published TF Hub BERT family, usable as --config=<name>. The checkout keeps them in the
+# top-level configs/ (scripts/make_configs.py writes it); setup.cfg's package_dir ships that
+# directory in the wheel as export/configs/, which importlib.resources finds wherever the package
+# is installed. An editable install or a run from the checkout has no export/configs/, so the
+# checkout's own configs/ beside the package is used (setuptools' editable finder cannot map a
+# data directory without __init__.py into the package).
+CARDS_FILE = "cards.json"
+
+
+def _configs_dir() -> str:
+    package = importlib.resources.files("export")
+    packaged = package.joinpath("configs")
+    if packaged.is_dir():
+        return str(packaged)
+    return os.path.join(os.path.dirname(str(package).rstrip(os.sep)), "configs")
+
+
+CONFIGS_DIR: str = _configs_dir()
 
 
 def known_config_names() -> list[str]:
     if not os.path.isdir(CONFIGS_DIR):
         return []
-    return sorted(name[:-5] for name in os.listdir(CONFIGS_DIR) if name.endswith(".json") and name != "cards.json")
+    return sorted(name[:-5] for name in os.listdir(CONFIGS_DIR) if name.endswith(".json") and name != CARDS_FILE)
+
+
+def cards_json_path() -> str:
+    """configs/cards.json: the card facts of each published model (bert-package --config)."""
+    return os.path.join(CONFIGS_DIR, CARDS_FILE)
+
+
+def close_config_names(name: str, names: list[str], n: int = 3) -> list[str]:
+    """The known names most like `name`, best first; case-insensitive, empty when none is close."""
+    by_lower = {known.lower(): known for known in names}
+    # A TF Hub handle or a file name still finds its model: compare the last path part, without .json.
+    wanted = name.strip().rstrip("/").lower()
+    wanted = wanted.rsplit("/", 2)[-2] if re.search(r"/\d+$", wanted) else wanted.rsplit("/", 1)[-1]
+    wanted = wanted.removesuffix(".json")
+    return [by_lower[m] for m in difflib.get_close_matches(wanted, list(by_lower), n=n, cutoff=0.6)]
 
 
 def config_path_for(name: str) -> str:
     """The shipped bert_config.json of a published model, by name (e.g. bert_en_cased_L-24_H-1024_A-16)."""
     names = known_config_names()
+    if not names:  # a broken install, not a bad name: say where they were looked for
+        raise InputError(f"--config: no shipped configs found in {CONFIGS_DIR}; reinstall bert-export")
     if name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=3) or names[:3]
-        raise InputError(f"--config: no shipped config named {name!r} (did you mean {', '.join(close)}? "
-                         f"{len(names)} in {CONFIGS_DIR})")
+        close = close_config_names(name, names)
+        hint = f"did you mean {', '.join(close)}?" if close else "no known name is close"
+        raise InputError(f"--config: no shipped config named {name!r} ({hint}); "
+                         f"bert-export --list_configs lists all {len(names)}")
     return os.path.join(CONFIGS_DIR, name + ".json")
+
+
+def describe_configs() -> list[str]:
+    """One line per shipped config, for --list_configs: its name, then L/H/A and the vocab size."""
+    names = known_config_names()
+    width = max(map(len, names), default=0)
+    lines = []
+    for name in names:
+        c = load_bert_config(os.path.join(CONFIGS_DIR, name + ".json"))
+        lines.append(f"{name:<{width}}  L={c.num_hidden_layers:<2} H={c.hidden_size:<4} "
+                     f"A={c.num_attention_heads:<2} vocab={c.vocab_size}")
+    return lines
 
 
 def read_config_json(path: str) -> Any:

@@ -6,10 +6,25 @@ import os
 class InputError(Exception):
     """Bad input (a file, a flag, a checkpoint): exit code 2, one line, nothing written.
 
-    The message must name the file or flag and the mismatch.
+    The message must name the file or flag and the mismatch, in one line of at most 300
+    characters; `detail` holds what a longer listing would say (the CLIs print it with --verbose).
     """
 
     exit_code = 2
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+    def full_message(self) -> str:
+        return str(self) + (f"\n{self.detail}" if self.detail else "")
+
+
+def listing(names: list[str], shown: int = 3) -> str:
+    """`a, b, c and 9 more`: a list that keeps an error line short."""
+    names = list(names)
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 class WriteError(Exception):

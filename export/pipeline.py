@@ -25,9 +25,11 @@ from export.checkpoints.check import check_checkpoint, check_mlm_head, found_hea
 from export.config import BertConfig, parse_bert_config, read_config_json
 from export.errors import InputError, VerificationError, WriteError, read_input_text
 from export.faults import fault_point
+from export.progress import Progress
 from export.report import REPORT_RELATIVE_PATH, ExportReport, hash_file, runtime_versions
-from export.tasks import DEFAULT_MAX_ANSWER_LENGTH, QUESTION_ANSWERING, TASKS, TaskHints, TaskSpec, \
+from export.tasks import DEFAULT_MAX_ANSWER_LENGTH, HEAD_NAMES, QUESTION_ANSWERING, TASKS, TaskHints, TaskSpec, \
     parse_task_hints, read_label_names
+from export.weights import MLM_NAMES, expected_shapes
 from export.vocab import SENTENCEPIECE, WORDPIECE, CasingDecision, TokenizerFile, TokenizerSpec, Vocab, \
     decide_do_lower_case, read_tokenizer_file
 
@@ -252,14 +254,17 @@ def _check_not_inside_sources(export_path: str, sources: list[str]) -> None:
     base = os.path.realpath(export_path)
     for source in sources:
         if os.path.realpath(source).startswith(base + os.sep):
-            raise InputError(f"--export_path: {export_path} would hold the source file {source}; "
+            raise InputError(f"--export_path: {export_path} would hold the source file {os.path.basename(source)}; "
                              "choose a directory outside the checkpoint's")
 
 
-def run_export(opts: ExportOptions) -> ExportResult:
-    """Exports what `opts` describes; returns the published version directory."""
+def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportResult:
+    """Exports what `opts` describes; returns the published version directory. `progress`
+    reports the stages (the CLI's on stderr; silent by default)."""
+    progress = progress or Progress.silent()
     timings: dict[str, float] = {}
     start = time.monotonic()
+    progress.stage("validating inputs")
     v = validate_inputs(opts)
     fault_point("validated")
     for warning in v.warnings:
@@ -273,7 +278,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
 
     timings["validate_and_import"] = time.monotonic() - start
     t = time.monotonic()
-    obj, signatures, counts = _build(opts, v)
+    obj, signatures, counts = _build(opts, v, progress)
     signature_names = sorted(signatures)
     timings["read_and_trace"] = time.monotonic() - t
 
@@ -283,6 +288,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
     try:
         fault_point("temp_created")
         t = time.monotonic()
+        progress.stage("saving the SavedModel")
         with _quiet_absl_info():  # TF's saver logs internals (temporary paths, sharding) at INFO
             _writing(opts.export_path, functools.partial(tf.saved_model.save, obj, temp_dir, signatures=signatures))
         fault_point("saved")
@@ -293,6 +299,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
         verification = None
         if opts.verify:
             t = time.monotonic()
+            progress.stage("verifying in a fresh process, against an independent reference")
             fault_point("verifier_started")
             result = _verify(temp_dir, opts, v)
             timings["verify"] = time.monotonic() - t
@@ -322,30 +329,40 @@ def run_export(opts: ExportOptions) -> ExportResult:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _build(opts: ExportOptions, v: _Validated):
+def _build(opts: ExportOptions, v: _Validated, progress: Progress):
     """The object to save, its signatures, and (variables, parameters) counts of the encoder."""
     if not opts.is_encoder:
         from export.build.preprocessing import build_preprocessor
 
+        progress.stage("building the preprocessor")
         obj, signatures = build_preprocessor(_tokenizer_spec(v), v.seq_length)
         fault_point("weights_read")
         fault_point("traced")
         return obj, signatures, None
+    read = progress.counting(v.reader.read, _weights_read(v))
     if v.task is not None:
         from export.build.task_model import build_task_model
 
-        obj = build_task_model(v.config, v.reader.read, v.task, _tokenizer_spec(v), v.seq_length,
+        obj = build_task_model(v.config, read, v.task, _tokenizer_spec(v), v.seq_length,
                                text_signatures=opts.text_signatures)
     else:
         from export.build.encoder import build_hub_encoder
 
-        obj = build_hub_encoder(v.config, v.reader.read, v.export_format, v.vocab.file, v.casing.do_lower_case,
+        obj = build_hub_encoder(v.config, read, v.export_format, v.vocab.file, v.casing.do_lower_case,
                                 with_mlm=v.export_type == "model_with_mlm")
     fault_point("weights_read")
+    progress.stage("tracing the signatures")
     signatures = obj.trace()
     fault_point("traced")
     weights = obj.mlm.trainable_variables if v.export_type == "model_with_mlm" else obj.trainable_variables
     return obj, signatures, (len(weights), sum(int(w.shape.num_elements()) for w in weights))
+
+
+def _weights_read(v: _Validated) -> int:
+    """How many weights the builder reads (for the progress count)."""
+    if v.task is not None:
+        return len(expected_shapes(v.config, v.task.uses_pooler)) + len(HEAD_NAMES)
+    return len(expected_shapes(v.config)) + (len(MLM_NAMES) if v.export_type == "model_with_mlm" else 0)
 
 
 def _tokenizer_spec(v: _Validated) -> TokenizerSpec:

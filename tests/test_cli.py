@@ -28,11 +28,16 @@ def tree_digest(path) -> dict[str, str]:
     return digests
 
 
-def assert_one_line_error(proc, *fragments, code=2):
+MAX_ERROR_CHARS = 300  # an error message, after `bert-export: error: `
+
+
+def assert_one_line_error(proc, *fragments, code=2, program="bert-export"):
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("bert-export: error:")]
+    prefix = f"{program}: error: "
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(prefix)]
     assert len(errors) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert len(errors[0]) - len(prefix) <= MAX_ERROR_CHARS, f"{len(errors[0]) - len(prefix)} characters: {errors[0]}"
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
 
@@ -108,3 +113,60 @@ def test_config_by_name(tf1_model, tmp_path):
     assert_one_line_error(unknown, "--config", "did you mean", "bert_en_uncased_L-2_H-128_A-2")
     both = run_cli(*tf1_model.flags(tmp_path / "b"), "--config=bert_en_uncased_L-2_H-128_A-2")
     assert_one_line_error(both, "--config and --bert_config_file are mutually exclusive")
+
+
+def test_help_prints_usage_an_example_and_the_flags():
+    for flag in ("--help", "--helpfull", "-h"):
+        proc = run_cli(flag)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("Usage: bert-export --model_checkpoint_path=") and "Example:" in proc.stdout
+        assert "--model_checkpoint_path:" in proc.stdout and "--export_type:" in proc.stdout
+    assert "--log_dir" in run_cli("--helpfull").stdout and "--log_dir" not in run_cli("--help").stdout
+    assert_one_line_error(run_cli("--hepl"), "hepl")  # an unknown flag stays one line, exit 2
+
+
+def test_quiet_prints_only_the_version_path_and_progress_goes_to_stderr(tf1_model, tmp_path):
+    loud = run_cli(*tf1_model.flags(tmp_path / "loud", "--noverify"))
+    assert loud.returncode == 0, loud.stderr
+    assert "bert-export: reading weights: 39/39 tensors" in loud.stderr and "bert-export: saving" in loud.stderr
+    assert loud.stdout.strip().splitlines()[-1] == str(tmp_path / "loud" / "1")
+    quiet = run_cli(*tf1_model.flags(tmp_path / "quiet", "--quiet"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == f"{tmp_path / 'quiet' / '1'}\n"
+    assert "reading weights" not in quiet.stderr and "INFO" not in quiet.stderr
+
+
+def test_list_configs():
+    proc = run_cli("--list_configs")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) >= 30 and any(line.startswith("bert_en_cased_L-24_H-1024_A-16") for line in lines)
+
+
+def test_every_console_script_answers_help():
+    for program, usage in (("bert-export", "Usage: bert-export"), ("bert-package", "Usage: bert-package"),
+                           ("bert-verify", "Usage: bert-verify")):
+        for flag in ("--help", "--helpfull"):
+            proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), program), flag],
+                                  capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            assert proc.returncode == 0, (program, flag, proc.stderr[-1000:])
+            assert proc.stdout.startswith(usage) and "Example:" in proc.stdout and "Exit codes:" in proc.stdout
+
+
+BLOCKED_IMPORT = """
+import sys
+sys.modules[sys.argv.pop(1)] = None  # `import` of it now raises ModuleNotFoundError, as when not installed
+from export.cli.export_cli import run
+run()
+"""
+
+
+def test_a_missing_package_is_one_line_naming_the_pip_install(tmp_path, tf1_model):
+    from test_huggingface import write_hf_model
+
+    directory = write_hf_model(tmp_path / "hf", tf1_model.weights, vocab_from=tf1_model.vocab_file)
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, "safetensors",
+                           f"--model_checkpoint_path={directory}", f"--export_path={tmp_path / 'out'}"],
+                          capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert_one_line_error(proc, "'safetensors' is not installed", "pip install safetensors")
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ STAGES = {
     "export.build": 4, "export.verify": 4, "export.publish": 4, "export.synthetic": 4,
     "export.checkpoints": 3,
     "export.weights": 2, "export.config": 2, "export.vocab": 2, "export.tasks": 2,
-    "export.errors": 1, "export.report": 1, "export.process": 1, "export.faults": 1,
+    "export.errors": 1, "export.report": 1, "export.process": 1, "export.faults": 1, "export.progress": 1,
     "export": 0,  # the package root holds __version__ only
 }
 INDEPENDENT = {"export.build", "export.verify", "export.publish"}

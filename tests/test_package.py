@@ -11,9 +11,11 @@ import tarfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import TINY, call_export, random_batch
+from export.errors import InputError
 from export.publish.package import CardMetadata, ExportFacts, model_card, package_export
 from export.report import sha256_of
 
@@ -78,6 +80,19 @@ def test_card_and_kaggle_metadata_are_derived_from_the_export(exports, tmp_path)
     assert kaggle["framework"] == "tensorFlow2" and kaggle["fineTunable"] is True
     assert kaggle["ownerSlug"] == "me" and kaggle["modelSlug"] == "tiny-bert"
     assert kaggle["usage"] in card and kaggle["trainingData"] == ["wikipedia"]
+    slug = f"L-{TINY.num_hidden_layers}_H-{TINY.hidden_size}_A-{TINY.num_attention_heads}"
+    assert kaggle["instanceSlug"] == slug
+    # The version's complete handle: the URL for tensorflow_hub, the kagglehub handle for TFSMLayer.
+    assert f'hub.KerasLayer("https://www.kaggle.com/models/me/tiny-bert/tensorFlow2/{slug}/1"' in card
+    assert f'kagglehub.model_download("me/tiny-bert/tensorFlow2/{slug}/1")' in card
+    assert f"<!-- asset-path: https://www.kaggle.com/models/me/tiny-bert/tensorFlow2/{slug}/1 -->" in card
+
+
+def test_instance_version_must_be_a_positive_integer(exports, tmp_path):
+    for version in (0, -1, "2a", True):
+        with pytest.raises(InputError, match="instance_version must be a positive integer"):
+            package_export(exports("v2"), str(tmp_path / "out"), CardMetadata(instance_version=version))
+    assert not (tmp_path / "out").exists()
 
 
 def test_card_for_the_seed_model_matches_the_seed_page():
@@ -97,11 +112,18 @@ def test_bert_package_cli(exports, tmp_path):
     meta_file = tmp_path / "card.json"
     meta_file.write_text(json.dumps({"model_name": "from_file", "language": "de"}))
     proc = subprocess.run([BERT_PACKAGE, f"--saved_model_dir={exports('legacy')}", f"--output_dir={tmp_path / 'o'}",
-                           f"--card_metadata_file={meta_file}", "--dataset=books"], capture_output=True, text=True)
+                           f"--card_metadata_file={meta_file}", "--dataset=books", "--instance_version=3"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == str(tmp_path / "o" / "from_file.tar.gz")
     card = (tmp_path / "o" / "README.md").read_text()
     assert "<!-- language: de -->" in card and "<!-- dataset: books -->" in card
+    slug = f"L-{TINY.num_hidden_layers}_H-{TINY.hidden_size}_A-{TINY.num_attention_heads}"
+    assert f'kagglehub.model_download("<owner>/from_file/tensorFlow2/{slug}/3")' in card  # placeholder owner
+    zero = subprocess.run([BERT_PACKAGE, f"--saved_model_dir={exports('legacy')}", f"--output_dir={tmp_path / 'z'}",
+                           "--instance_version=0"], capture_output=True, text=True)
+    assert zero.returncode == 2 and zero.stderr.count("\n") == 1 and "instance_version" in zero.stderr, zero.stderr
+    assert not (tmp_path / "z").exists()
     bad = subprocess.run([BERT_PACKAGE, f"--saved_model_dir={tmp_path}", f"--output_dir={tmp_path / 'x'}"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a bert-export version directory" in bad.stderr

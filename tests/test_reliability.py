@@ -127,7 +127,12 @@ CATALOGUE = {
     "checkpoint_hidden_size_mismatch": (lambda d: {"--bert_config_file": _hidden_mismatch(d)},
                                         ["has hidden size 64", "hidden_size=128"]),
     "checkpoint_intermediate_mismatch": (lambda d: {"--bert_config_file": _config(d, intermediate_size=256)},
-                                         ["intermediate/dense/kernel is [64, 128], expected [64, 256]"]),
+                                         ["does not match bad_config.json: intermediate_size: config 256, checkpoint "
+                                          "128 (bert/encoder/layer_0/intermediate/dense/kernel is [64, 128]; 5 more "
+                                          "variable(s) differ)"]),
+    "checkpoint_position_mismatch": (lambda d: {"--bert_config_file": _config(d, max_position_embeddings=256)},
+                                     ["max_position_embeddings: config 256, checkpoint 128",
+                                      "bert/embeddings/position_embeddings is [128, 64]"]),
     "checkpoint_missing_variables": (lambda d: {"--model_checkpoint_path": _rewrite(d, _drop("layer_1/output"))},
                                      ["lacks 4 encoder variable(s)", "bert/encoder/layer_1/output/dense/kernel"]),
     "checkpoint_unexpected_extras_strict": (
@@ -195,6 +200,19 @@ def test_unexpected_extras_only_warn_without_strict(sandbox):
     proc = run_cli(f"--model_checkpoint_path={prefix}", f"--bert_config_file={model_dir}/bert_config.json",
                    f"--vocab_file={model_dir}/vocab.txt", f"--export_path={base}", "--noverify")
     assert proc.returncode == 0 and "bert/encoder/layer_0/rotary" in proc.stderr
+
+
+def test_verbose_lists_everything_the_short_line_leaves_out(sandbox):
+    model_dir, base = sandbox
+    prefix = _rewrite(model_dir, _drop("layer_0/"))  # 16 variables: the line names 3
+    flags = [f"--model_checkpoint_path={prefix}", f"--bert_config_file={model_dir}/bert_config.json",
+             f"--vocab_file={model_dir}/vocab.txt", f"--export_path={base}"]
+    short = run_cli(*flags)
+    assert_one_line_error(short, "lacks 16 encoder variable(s)", "and 13 more")
+    full = run_cli(*flags, "--verbose")
+    assert full.returncode == 2
+    assert all(f"bert/encoder/layer_0/{name}" in full.stderr for name in (
+        "output/LayerNorm/beta", "intermediate/dense/kernel", "attention/self/query/bias"))
 
 
 def test_verbose_adds_the_traceback(sandbox):

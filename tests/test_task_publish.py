@@ -8,9 +8,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -25,6 +22,7 @@ from export.pipeline import ExportOptions, run_export
 from export.publish.package import CardMetadata, package_export, read_export_facts
 from export.report import REPORT_RELATIVE_PATH
 from export.verify import tokenization_reference as reference
+from test_cards import run_card_code
 from test_verify_cli import verify
 
 LABELS = ("neutral", "entailment", "contradiction")  # deliberately not sorted
@@ -85,10 +83,6 @@ def _rest_requests(card: str) -> list[dict]:
     return [json.loads(body) for body in re.findall(r"^  -d '(.*)'$", card, re.MULTILINE)]
 
 
-def _python_blocks(card: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", card, re.DOTALL)
-
-
 def _reference_tokens(version_dir: str, *texts: str) -> list[int]:
     """The texts as the Python reference tokenizer on the artifact's vocab packs them, unpadded."""
     vocab = os.path.join(version_dir, "assets", "vocab.txt")
@@ -101,23 +95,18 @@ def _reference_tokens(version_dir: str, *texts: str) -> list[int]:
 
 
 def _run_card_snippets(published: Published, tmp_path, epilogue: str = "") -> str:
-    """The card's Python blocks, in order, with the handle replaced by the extracted tarball."""
-    local = tmp_path / "artifact"
-    with tarfile.open(published.tarball) as tar:
-        tar.extractall(local, filter="data")
-    handle = re.search(r"<!-- asset-path: (\S+) -->", published.card).group(1)
-    program = "\n".join(_python_blocks(published.card)).replace(handle, str(local)) + epilogue
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    """The card's Python blocks, in order, as one program, with the handle replaced by the extracted
+    tarball (test_cards.run_card_code)."""
+    return run_card_code(published.card, published.kaggle, published.tarball, tmp_path, separately=False,
+                         epilogue=epilogue)[0]
 
 
 def test_classifier_card_states_the_task_and_its_labels(classifier):
     card = classifier.card
     assert card.startswith("# Module tiny_classifier\nBERT fine-tuned for text classification.\n")
     for line in ("<!-- task: text-classification -->", "<!-- fine-tunable: true -->", "<!-- format: saved_model_2 -->",
-                 "<!-- asset-path: https://www.kaggle.com/models/me/tiny-classifier -->"):
+                 "<!-- asset-path: https://www.kaggle.com/models/me/tiny-classifier/tensorFlow2/text-classification_"
+                 f"L-{TINY.num_hidden_layers}_H-{TINY.hidden_size}_A-{TINY.num_attention_heads}/1 -->"):
         assert line in card
     assert "problem type `single_label_classification`" in card
     assert ("Labels (3, in id order; from --label_names):\n\n| id | label |\n| --- | --- |\n"

@@ -82,12 +82,14 @@ class BertEncoderCore(_AutoTrackable):
         c = self._config
         batch, seq = tf.shape(word_ids)[0], tf.shape(word_ids)[1]
         heads, head_size, hidden = c.num_attention_heads, c.head_size, c.hidden_size
+        # expand_dims and reshape, not `[tf.newaxis]` indexing: TFLite's builtins lack the strided
+        # slice that `mask[:, tf.newaxis, tf.newaxis, :]` becomes, and on-device users convert encoders.
         x = (tf.gather(self._w("embeddings/word"), word_ids)
              + tf.gather(self._w("embeddings/type"), type_ids)
-             + tf.slice(self._w("embeddings/position"), [0, 0], [seq, -1])[tf.newaxis])
+             + tf.expand_dims(tf.slice(self._w("embeddings/position"), [0, 0], [seq, -1]), 0))
         x = dropout(self._layer_norm(x, "embeddings/ln"), c.hidden_dropout_prob, training)
         x = tf.reshape(x, [-1, hidden])  # [B*S, H]: every dense layer is one plain matmul
-        attention_bias = (1.0 - tf.cast(mask, tf.float32))[:, tf.newaxis, tf.newaxis, :] * -10000.0
+        attention_bias = tf.reshape(1.0 - tf.cast(mask, tf.float32), [batch, 1, 1, seq]) * -10000.0
         scale = 1.0 / math.sqrt(head_size)
 
         def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B*S, H] -> [B, A, S, d]

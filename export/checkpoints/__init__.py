@@ -7,12 +7,14 @@ their files.
 
 from __future__ import annotations
 
+import os
+
 from export.checkpoints.base import CheckpointReader, SourceTensor
 from export.checkpoints.hf import HFCheckpointReader, safetensors_files
 from export.checkpoints.tf1 import TF1CheckpointReader, looks_like_tf1
 from export.checkpoints.tf2 import TF2CheckpointReader, looks_like_tf2
 from export.checkpoints.tf_files import TFCheckpointFiles, resolve_prefix
-from export.errors import InputError
+from export.errors import InputError, listing
 
 _FORMATS = (
     (looks_like_tf1, TF1CheckpointReader),
@@ -32,7 +34,7 @@ def open_checkpoint(path: str) -> CheckpointReader:
     for looks_like, reader in _FORMATS:
         if looks_like(names):
             return reader(files)
-    shown = ", ".join(names[:6]) + (f", ... ({len(names)} variables)" if len(names) > 6 else "")
-    raise InputError(f"{files.prefix}: not a BERT checkpoint this tool reads (expected google-research "
-                     f"'bert/...' or tf-models 'encoder/...' variables, or Hugging Face model.safetensors; "
-                     f"found: {shown or 'no variables'})")
+    raise InputError(f"{os.path.basename(files.prefix)}: not a BERT checkpoint this tool reads (expected "
+                     "google-research 'bert/...', tf-models 'encoder/...' or 'model/...' variables, or Hugging Face "
+                     f"model.safetensors; found: {listing(names) or 'no variables'})",
+                     detail="variables: " + ", ".join(names))

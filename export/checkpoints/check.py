@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from export.checkpoints.base import TRANSPOSE, CheckpointReader, HeadCandidate
 from export.config import BertConfig
-from export.errors import InputError
+from export.errors import InputError, listing
 from export.tasks import DEFAULT_MAX_ANSWER_LENGTH, HEAD_BIAS, HEAD_KERNEL, HF_ARCHITECTURES, QA_OUTPUTS, \
     QUESTION_ANSWERING, REGRESSION, SINGLE_LABEL, TASKS, TOKEN_CLASSIFICATION, TaskHints, TaskSpec, \
     default_label_names
@@ -23,9 +23,10 @@ def check_mlm_head(reader: CheckpointReader, config: BertConfig, config_name: st
     expected = mlm_shapes(config)
     missing = [name for name in expected if name not in reader.tensors]
     if missing:
-        raise InputError(f"{ckpt} lacks the masked-LM head --export_type=model_with_mlm needs: "
-                         + ", ".join(reader.source_name_for(m) for m in missing)
-                         + " (pretraining checkpoints hold it; fine-tuned ones usually do not)")
+        names = [reader.source_name_for(m) for m in missing]
+        raise InputError(f"{ckpt} lacks the masked-LM head --export_type=model_with_mlm needs: {listing(names)} "
+                         "(pretraining checkpoints hold it; fine-tuned ones usually do not)",
+                         detail="missing: " + ", ".join(names))
     wrong = [f"{reader.tensors[name].name} is {list(reader.tensors[name].shape)}, expected {list(shape)}"
              for name, shape in expected.items() if reader.tensors[name].canonical_shape != shape]
     if wrong:
@@ -77,23 +78,61 @@ def check_checkpoint(reader: CheckpointReader, config: BertConfig, config_name: 
             missing.remove(name)
         warnings.append("UNTRAINED WEIGHTS: " + message)
     if missing:
-        raise InputError(f"{ckpt} lacks {len(missing)} encoder variable(s): "
-                         + ", ".join(reader.source_name_for(m) for m in missing[:12])
-                         + (" ..." if len(missing) > 12 else ""))
-    wrong = [f"{reader.tensors[name].name} is {list(reader.tensors[name].shape)}, expected {list(shape)}"
-             for name, shape in expected.items()
+        names = [reader.source_name_for(m) for m in missing]
+        raise InputError(f"{ckpt} lacks {len(missing)} encoder variable(s): {listing(names)}",
+                         detail="missing: " + ", ".join(names))
+    wrong = [(name, shape) for name, shape in expected.items()
              if name in reader.tensors and reader.tensors[name].canonical_shape != shape]
     if wrong:
-        raise InputError(f"{ckpt} does not match {config_name}: " + "; ".join(wrong[:6])
-                         + (f"; ... ({len(wrong)} in all)" if len(wrong) > 6 else ""))
+        raise InputError(_shape_mismatch(reader, config, config_name, wrong),
+                         detail="; ".join(f"{reader.tensors[n].name} is {list(reader.tensors[n].shape)}, expected "
+                                          f"{list(shape)}" for n, shape in wrong))
     unexpected = reader.unexpected
     if not unexpected:
         return warnings
-    message = (f"{ckpt} holds {len(unexpected)} unexpected variable(s), not exported: "
-               + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else ""))
+    message = f"{ckpt} holds {len(unexpected)} unexpected variable(s), not exported: {listing(unexpected)}"
     if strict:
-        raise InputError(message + " (--strict)")
+        raise InputError(message + " (--strict)", detail="unexpected: " + ", ".join(unexpected))
     return warnings + [message]
+
+
+def _dimension_fields(canonical: str) -> tuple[str, ...]:
+    """The config field each dimension of a canonical weight's shape comes from."""
+    if canonical == "embeddings/position":
+        return ("max_position_embeddings", "hidden_size")
+    if canonical == "embeddings/type":
+        return ("type_vocab_size", "hidden_size")
+    if canonical == "embeddings/word":
+        return ("vocab_size", "hidden_size")
+    if canonical.endswith("/intermediate/kernel"):
+        return ("hidden_size", "intermediate_size")
+    if canonical.endswith("/intermediate/bias"):
+        return ("intermediate_size",)
+    if canonical.endswith("/output/kernel") and "/attention/" not in canonical:
+        return ("intermediate_size", "hidden_size")
+    return ("hidden_size", "hidden_size")
+
+
+def _shape_mismatch(reader: CheckpointReader, config: BertConfig, config_name: str,
+                    wrong: list[tuple[str, tuple[int, ...]]]) -> str:
+    """One line naming the config fields the checkpoint's shapes contradict, with both values and
+    the first variable that shows it: `intermediate_size: config.json 256, checkpoint 512 (...)`."""
+    fields: dict[str, tuple[int, int, str]] = {}  # field -> (config value, checkpoint value, example)
+    for name, shape in wrong:
+        stored = reader.tensors[name]
+        for field, want, got in zip(_dimension_fields(name), shape, stored.canonical_shape):
+            if want != got and field not in fields:
+                fields[field] = (want, got, f"{stored.name} is {list(stored.shape)}")
+    if not fields:  # a rank mismatch: no dimension to name
+        name, shape = wrong[0]
+        stored = reader.tensors[name]
+        return (f"{reader.display_name} does not match {config_name}: {stored.name} is {list(stored.shape)}, "
+                f"expected {list(shape)} ({len(wrong)} variable(s) differ)")
+    first, (want, got, example) = next(iter(fields.items()))
+    others = "".join(f"; {field}: config {w}, checkpoint {g}" for field, (w, g, _) in list(fields.items())[1:])
+    more = f"; {len(wrong) - 1} more variable(s) differ" if len(wrong) > 1 else ""
+    return (f"{reader.display_name} does not match {config_name}: {first}: config {want}, checkpoint {got} "
+            f"({example}{more}){others}")
 
 
 

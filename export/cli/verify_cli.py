@@ -14,7 +14,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # noqa: E402
 
+from export.cli.common import fail, help_text, missing_package, one_line, parse_flags  # noqa: E402
 from export.errors import InputError  # noqa: E402
+
+PROGRAM = "bert-verify"
+USAGE = """\
+Usage: bert-verify --artifact=VERSION_DIR_OR_TARBALL [--bert_config_file=... --model_checkpoint_path=...]
+
+Checks a bert-export version directory, or a .tar.gz made by bert-package (extracted safely, and
+checked against the SHA256SUMS beside it): files, checksums, signatures, API, assets, casing, no
+host paths, loading under tf_keras's hub.KerasLayer and Keras 3's TFSMLayer, and with the source
+checkpoint, numerical parity against the same independent reference as export time.
+
+Example:
+  bert-verify --artifact=dist/my_bert.tar.gz --bert_config_file=model/bert_config.json \\
+    --model_checkpoint_path=model/bert_model.ckpt --report_json=dist/verify.json
+
+Exit codes: 0 every check passed, 1 a check failed (named on one line), 2 bad input or an unsafe
+archive."""
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("artifact", None, "A bert-export version directory, or a .tar.gz made by bert-package.")
@@ -45,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     from export.publish.archive import extract_safely
     from export.verify.conformance import check_version_dir
 
+    argv = sys.argv if argv is None else argv
+    text = help_text(argv, USAGE, __name__)
+    if text:
+        print(text, end="")
+        return 0
     workdir = None
     try:
-        extra = FLAGS(sys.argv if argv is None else argv)[1:]
+        extra = parse_flags(argv)
         if extra:
             raise InputError(f"unexpected argument(s): {' '.join(extra)}")
         artifact = FLAGS.artifact
@@ -62,11 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             os.mkdir(directory)
             extract_safely(artifact, directory, FLAGS.max_extracted_bytes)
         report = check_version_dir(directory, sums, FLAGS.bert_config_file, FLAGS.model_checkpoint_path)
-    except (InputError, flags.Error) as e:
+    except (InputError, flags.Error, ModuleNotFoundError) as e:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-        print(f"bert-verify: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return fail(PROGRAM, missing_package(e) if isinstance(e, ModuleNotFoundError) else str(e), 2)
     try:
         for check in report.checks:
             print(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.detail}")
@@ -75,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(report.to_json_dict() | {"artifact": FLAGS.artifact}, f, indent=2)
         failed = [c for c in report.checks if not c.passed]
         if failed:
-            print(f"bert-verify: FAILED: {failed[0].name}: {failed[0].detail}", file=sys.stderr)
+            print(f"{PROGRAM}: FAILED: {one_line(f'{failed[0].name}: {failed[0].detail}', verbose=False)}",
+                  file=sys.stderr)
             return 1
         print(f"bert-verify: all {len(report.checks)} checks passed")
         return 0

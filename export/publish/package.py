@@ -10,6 +10,9 @@
   its signatures and their requests) derived from the export itself;
 - `model-instance-metadata.json`: what `kaggle models instances create -p DIR` reads.
 Facts that cannot be derived (dataset, language, license, owner) come from `CardMetadata`.
+The cards name the version by its complete Kaggle handle, <owner>/<model>/tensorFlow2/<instance
+slug>/<version>: as a URL for tensorflow_hub, and in a `kagglehub.model_download` call where the
+code needs a local directory (Keras 3's `TFSMLayer`).
 """
 
 from __future__ import annotations
@@ -38,10 +41,18 @@ _LAYER_WEIGHTS, _OTHER_WEIGHTS = 16, 7  # per transformer layer; embeddings (5) 
 # one; it has no token-level task, so tagging takes the name Hugging Face and Kaggle use.
 HUB_TASKS = {SEQUENCE_CLASSIFICATION: "text-classification", TOKEN_CLASSIFICATION: "token-classification",
              QUESTION_ANSWERING: "text-question-answering"}
+# Checked by bert-verify's `tflite_convertible` (export/verify/tflite.py).
+TFLITE_NOTE = ("On device: `serving_default` converts to TFLite with builtin ops only, "
+               '`tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serving_default"])`; the '
+               "converted model matches the SavedModel within 1e-5 (checked by `bert-verify`).")
 # The card's example requests (no apostrophes: they sit inside a single-quoted shell argument).
 EXAMPLE_TEXT = "This movie was wonderful, I would watch it again!"
 EXAMPLE_TAGGING_TEXT = "Ada Lovelace was born in London."
 EXAMPLE_QUESTION, EXAMPLE_CONTEXT = "Where was Ada Lovelace born?", "Ada Lovelace was born in London in 1815."
+# Kaggle Models: a version's handle is <owner>/<model>/<framework>/<variation>/<version> (the variation
+# is the instance slug); kagglehub.model_download takes the handle, tensorflow_hub the URL.
+KAGGLE_MODELS_URL = "https://www.kaggle.com/models/"
+KAGGLE_FRAMEWORK = "tensorFlow2"
 
 
 @dataclasses.dataclass
@@ -56,14 +67,15 @@ class CardMetadata:
     instance_slug: str = ""
     description: str = ""
     companion: str = ""  # the matching preprocessor's handle (for an encoder), or encoder's (for a preprocessor)
+    instance_version: int = 1  # the Kaggle version of the instance the cards' handles name
 
     @classmethod
     def for_published_model(cls, name: str) -> "CardMetadata":
         """The card facts of a published TF Hub BERT (configs/cards.json)."""
-        from export.config import CONFIGS_DIR, config_path_for
+        from export.config import cards_json_path, config_path_for
 
         config_path_for(name)  # a clear error for an unknown name
-        with open(os.path.join(CONFIGS_DIR, "cards.json"), encoding="utf-8") as f:
+        with open(cards_json_path(), encoding="utf-8") as f:
             return cls(**json.load(f)[name])
 
     @classmethod
@@ -301,6 +313,17 @@ def write_deterministic_tarball(version_dir: str, path: str) -> list[str]:
     return members
 
 
+def kagglehub_handle(handle: str) -> str:
+    """The kagglehub handle (owner/model/framework/variation/version) of a card's Kaggle URL."""
+    return handle.removeprefix(KAGGLE_MODELS_URL)
+
+
+def _download_line(handle: str) -> str:
+    """The kagglehub lines that give a local directory of the version (Keras 3's TFSMLayer needs one)."""
+    return ("import kagglehub\n"
+            f'path = kagglehub.model_download("{kagglehub_handle(handle)}")  # the version\'s local directory')
+
+
 def usage_markdown(facts: ExportFacts, handle: str) -> str:
     if facts.export_format == "legacy":
         call = ('pooled_output, sequence_output = bert_layer([input_word_ids, input_mask, segment_ids])')
@@ -317,7 +340,7 @@ def usage_markdown(facts: ExportFacts, handle: str) -> str:
                   'input_type_ids = tf.keras.layers.Input(shape=(None,), dtype=tf.int32, name="input_type_ids")')
     return f"""With tf_keras (`pip install tf_keras tensorflow_hub`, and `TF_USE_LEGACY_KERAS=1` before TensorFlow
 is imported), the model is a fine-tunable Keras layer called on int32 token ids, an input mask
-and segment ids:
+and segment ids (`hub.KerasLayer` downloads the version from its Kaggle URL):
 
 ```python
 import tensorflow as tf
@@ -331,52 +354,70 @@ bert_layer = hub.KerasLayer("{handle}", trainable=True)
 `pooled_output` has shape `[batch_size, {facts.hidden_size}]`; `sequence_output` has shape
 `[batch_size, seq_length, {facts.hidden_size}]`. Both batch and sequence length are dynamic.
 
-{_tokenizer_markdown(facts)}{_mlm_markdown(facts)}
-With Keras 3, load it as a layer whose default endpoint takes the dict of the three inputs:
+{_tokenizer_markdown(facts, handle)}{_mlm_markdown(facts, handle)}
+With Keras 3 (`pip install keras kagglehub`), `TFSMLayer` takes a local directory: download the
+version with kagglehub, then load it as a layer whose default endpoint (`serve`) takes the dict of
+the three inputs (`ids`, `mask`, `type_ids` below: int32 `[batch, seq]`):
 
 ```python
 import keras
-bert_layer = keras.layers.TFSMLayer("{handle}")
+{_download_line(handle)}
+bert_layer = keras.layers.TFSMLayer(path)
 outputs = bert_layer({{"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}})
+pooled_output, sequence_output = outputs["pooled_output"], outputs["sequence_output"]
 ```
 
 TF Serving: the `serving_default` signature takes `input_word_ids`, `input_mask` and
 `input_type_ids` (int32, `[batch, seq]`) and returns `pooled_output` and `sequence_output`.
-"""
+
+{TFLITE_NOTE}"""
 
 
-def _tokenizer_markdown(facts: ExportFacts) -> str:
+def _tokenizer_markdown(facts: ExportFacts, handle: str) -> str:
     if facts.tokenizer_kind == "sentencepiece":
-        return f"""The SentencePiece model is stored as a `tf.saved_model.Asset` and the casing as a `tf.Variable`:
+        return f"""The SentencePiece model is stored as a `tf.saved_model.Asset` and the casing as a `tf.Variable`
+(`pip install sentencepiece`):
 
 ```python
 import sentencepiece
-sp_model_file = bert_layer.resolved_object.sp_model_file.asset_path.numpy()
+import tensorflow_hub as hub
+
+bert_layer = hub.KerasLayer("{handle}")
+sp_model_file = bert_layer.resolved_object.sp_model_file.asset_path.numpy().decode()
 do_lower_case = bert_layer.resolved_object.do_lower_case.numpy()  # {facts.do_lower_case}
-tokenizer = sentencepiece.SentencePieceProcessor(model_file=sp_model_file.decode())
+tokenizer = sentencepiece.SentencePieceProcessor(model_file=sp_model_file)
 ```
 """
     return f"""The vocabulary is stored as a `tf.saved_model.Asset` and the casing as a `tf.Variable`; tokenize
 with `FullTokenizer` from tf-models-official (`official.nlp.tools.tokenization`):
 
 ```python
-vocab_file = bert_layer.resolved_object.vocab_file.asset_path.numpy()
+import tensorflow_hub as hub
+from official.nlp.tools import tokenization
+
+bert_layer = hub.KerasLayer("{handle}")
+vocab_file = bert_layer.resolved_object.vocab_file.asset_path.numpy().decode()
 do_lower_case = bert_layer.resolved_object.do_lower_case.numpy()  # {facts.do_lower_case}
 tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
 ```
 """
 
 
-def _mlm_markdown(facts: ExportFacts) -> str:
+def _mlm_markdown(facts: ExportFacts, handle: str) -> str:
     if facts.export_type != "model_with_mlm":
         return ""
     return f"""
-The masked-language-model head (for running or continuing pretraining) is the `.mlm` subobject:
+The masked-language-model head (for running or continuing pretraining) is the `.mlm` subobject; it
+takes the three inputs (`ids`, `mask`, `type_ids` below: int32 `[batch, seq]`) and
+`masked_lm_positions` (`positions` below: int32 `[batch, num_predictions]`, the indices of the
+masked tokens):
 
 ```python
-encoder = hub.load(handle)
-mlm_outputs = encoder.mlm(dict(input_word_ids=..., input_mask=..., input_type_ids=...,
-                               masked_lm_positions=...))  # int32 [batch, num_predictions]
+import tensorflow_hub as hub
+
+encoder = hub.load("{handle}")
+mlm_outputs = encoder.mlm(dict(input_word_ids=ids, input_mask=mask, input_type_ids=type_ids,
+                               masked_lm_positions=positions))
 mlm_logits = mlm_outputs["mlm_logits"]  # [batch, num_predictions, {facts.vocab_size}]
 ```
 
@@ -386,7 +427,14 @@ mlm_logits = mlm_outputs["mlm_logits"]  # [batch, num_predictions, {facts.vocab_
 
 
 def _companion_line(words: str, meta: CardMetadata) -> str:
-    return f"\n{words} `{meta.companion}`.\n" if meta.companion else ""
+    """The other member of an encoder/preprocessor pair; a complete Kaggle handle (or its URL) is
+    named by both its URL (tensorflow_hub) and its handle (kagglehub)."""
+    if not meta.companion:
+        return ""
+    companion = meta.companion.removeprefix(KAGGLE_MODELS_URL)
+    if re.fullmatch(r"[^/\s]+/[^/\s]+/[^/\s]+/[^/\s]+/[0-9]+", companion):
+        return f"\n{words} `{KAGGLE_MODELS_URL}{companion}` (kagglehub handle `{companion}`).\n"
+    return f"\n{words} `{meta.companion}`.\n"
 
 
 def _casing_words(facts: ExportFacts) -> str:
@@ -439,7 +487,8 @@ def preprocessing_usage_markdown(facts: ExportFacts, handle: str) -> str:
     return f"""This SavedModel uses TensorFlow Text ops: `import tensorflow_text` before loading it (TF Serving
 needs a build with the TensorFlow Text ops).
 
-With tf_keras (`TF_USE_LEGACY_KERAS=1`), single segments map to the encoder inputs in one call:
+With tf_keras (`TF_USE_LEGACY_KERAS=1`), single segments map to the encoder inputs in one call
+(`hub.KerasLayer` downloads the version from its Kaggle URL):
 
 ```python
 import tensorflow as tf
@@ -451,17 +500,32 @@ text_input = tf.keras.layers.Input(shape=(), dtype=tf.string)
 encoder_inputs = preprocessor(text_input)  # seq_length={facts.default_seq_length}
 ```
 
-For pairs of segments, or another `seq_length`, tokenize and pack in two steps:
+For pairs of segments, or another `seq_length`, tokenize and pack in two steps
+(`first_segments`, `second_segments` below: string `[batch]`, the pairs' first and second texts):
 
 ```python
+import tensorflow_hub as hub
+import tensorflow_text  # registers the ops
+
 preprocessor = hub.load("{handle}")
 tokenize = hub.KerasLayer(preprocessor.tokenize)
 bert_pack_inputs = hub.KerasLayer(preprocessor.bert_pack_inputs, arguments=dict(seq_length=64))
 encoder_inputs = bert_pack_inputs([tokenize(first_segments), tokenize(second_segments)])
 ```
 
-With Keras 3: `keras.layers.TFSMLayer("{handle}", call_endpoint="serving_default")` maps a batch of
-strings (`sentences`) to the three int32 inputs. TF Serving: the `serving_default` signature.
+With Keras 3 (`pip install keras kagglehub tensorflow_text`), `TFSMLayer` takes a local directory:
+download the version with kagglehub; its `serving_default` signature maps a batch of strings
+(`sentences` below: string `[batch]`) to the three int32 inputs:
+
+```python
+import keras
+import tensorflow_text  # registers the ops
+{_download_line(handle)}
+preprocessor = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+encoder_inputs = preprocessor(sentences)  # seq_length={facts.default_seq_length}
+```
+
+TF Serving: the `serving_default` signature.
 """
 
 
@@ -691,8 +755,18 @@ outputs = layer(dict(input_word_ids=input_word_ids, input_mask=input_mask, input
 model = tf.keras.Model([input_word_ids, input_mask, input_type_ids], {trained_outputs})  # {_output_shapes(spec)[trained[0]]}
 ```
 
-With Keras 3, `keras.layers.TFSMLayer("{handle}")` (endpoint `serve`) takes the same dict
-of inputs, for inference.
+With Keras 3 (`pip install keras kagglehub`), `keras.layers.TFSMLayer` (endpoint `serve`) takes the
+same dict of inputs, for inference; it takes a local directory, which kagglehub downloads:
+
+```python
+import keras
+import numpy as np
+{ops}{_download_line(handle)}
+layer = keras.layers.TFSMLayer(path)
+outputs = layer(dict(input_word_ids=np.array([{ids["input_word_ids"]}], np.int32),
+                     input_mask=np.array([{ids["input_mask"]}], np.int32),
+                     input_type_ids=np.array([{ids["input_type_ids"]}], np.int32)))  # as serving_default's
+```
 """)
     rest = [("serve_text", instance)] if text else []
     rest.append(("serving_default", ids))
@@ -707,6 +781,9 @@ then send {inputs} to `serving_default` (int32; its twin `serve_int64` takes int
 ```sh
 {requests}
 ```
+
+{TFLITE_NOTE}{" With text signatures, `import tensorflow_text` before converting: the converter loads the whole "
+              "SavedModel; the text signatures themselves do not convert (TF Text ops)." if text else ""}
 """)
     return "\n".join(sections)
 
@@ -758,34 +835,51 @@ def default_model_name(facts: ExportFacts) -> str:
     return f"bert_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}" if facts.is_encoder else "bert_preprocess"
 
 
-def kaggle_metadata(facts: ExportFacts, meta: CardMetadata, handle: str) -> dict:
+def instance_slug(facts: ExportFacts, meta: CardMetadata) -> str:
+    """The Kaggle instance (variation) slug: the card metadata's, or the export's own default."""
+    if meta.instance_slug:
+        return meta.instance_slug
     if facts.is_task:
-        return {
-            "ownerSlug": meta.owner_slug, "modelSlug": meta.model_slug,
-            "instanceSlug": meta.instance_slug or (f"{HUB_TASKS[facts.task.task]}_L-{facts.layers}"
-                                                   f"_H-{facts.hidden_size}_A-{facts.heads}"),
-            "framework": "tensorFlow2", "overview": meta.description or _TASK_OVERVIEWS[facts.task.task],
+        return f"{HUB_TASKS[facts.task.task]}_L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}"
+    return f"L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}" if facts.is_encoder else "preprocess"
+
+
+def instance_version(meta: CardMetadata) -> int:
+    """The Kaggle version the handles name: 1 for a new instance, N+1 for its next version."""
+    version = meta.instance_version
+    if isinstance(version, bool) or not str(version).isdigit() or int(version) < 1:
+        raise InputError(f"instance_version must be a positive integer (the Kaggle version number), not {version!r}")
+    return int(version)
+
+
+def kaggle_handle(facts: ExportFacts, meta: CardMetadata) -> str:
+    """The version's kagglehub handle, <owner>/<model>/<framework>/<variation>/<version> (placeholders
+    `<owner>` and the package name for slugs the card metadata does not give)."""
+    return "/".join((meta.owner_slug or "<owner>", meta.model_slug or package_stem(facts, meta), KAGGLE_FRAMEWORK,
+                     instance_slug(facts, meta), str(instance_version(meta))))
+
+
+def kaggle_metadata(facts: ExportFacts, meta: CardMetadata, handle: str) -> dict:
+    """model-instance-metadata.json; `handle` is the card's Kaggle URL (its usage text names it)."""
+    common = {"ownerSlug": meta.owner_slug, "modelSlug": meta.model_slug, "instanceSlug": instance_slug(facts, meta),
+              "framework": KAGGLE_FRAMEWORK}
+    trailer = {"modelInstanceType": "Unspecified", "baseModelInstance": "", "externalBaseModelUrl": ""}
+    training_data = [meta.dataset] if meta.dataset and meta.dataset != "unknown" else []
+    if facts.is_task:
+        return common | {
+            "overview": meta.description or _TASK_OVERVIEWS[facts.task.task],
             "usage": task_usage_markdown(facts, handle, package_stem(facts, meta)),
-            "licenseName": meta.license_name, "fineTunable": facts.fine_tunable,
-            "trainingData": [meta.dataset] if meta.dataset and meta.dataset != "unknown" else [],
-            "modelInstanceType": "Unspecified", "baseModelInstance": "", "externalBaseModelUrl": "",
-        }
+            "licenseName": meta.license_name, "fineTunable": facts.fine_tunable, "trainingData": training_data,
+        } | trailer
     if not facts.is_encoder:
-        return {
-            "ownerSlug": meta.owner_slug, "modelSlug": meta.model_slug,
-            "instanceSlug": meta.instance_slug or "preprocess", "framework": "tensorFlow2",
+        return common | {
             "overview": meta.description, "usage": preprocessing_usage_markdown(facts, handle),
             "licenseName": meta.license_name, "fineTunable": False, "trainingData": [],
-            "modelInstanceType": "Unspecified", "baseModelInstance": "", "externalBaseModelUrl": "",
-        }
-    return {
-        "ownerSlug": meta.owner_slug, "modelSlug": meta.model_slug,
-        "instanceSlug": meta.instance_slug or f"L-{facts.layers}_H-{facts.hidden_size}_A-{facts.heads}",
-        "framework": "tensorFlow2", "overview": meta.description, "usage": usage_markdown(facts, handle),
-        "licenseName": meta.license_name, "fineTunable": True,
-        "trainingData": [meta.dataset] if meta.dataset and meta.dataset != "unknown" else [],
-        "modelInstanceType": "Unspecified", "baseModelInstance": "", "externalBaseModelUrl": "",
-    }
+        } | trailer
+    return common | {
+        "overview": meta.description, "usage": usage_markdown(facts, handle),
+        "licenseName": meta.license_name, "fineTunable": True, "trainingData": training_data,
+    } | trailer
 
 
 def package_stem(facts: ExportFacts, meta: CardMetadata) -> str:
@@ -809,12 +903,12 @@ def package_export(version_dir: str, output_dir: str, meta: CardMetadata) -> Pac
     """Writes the tarball, SHA256SUMS, the model card and the Kaggle metadata into `output_dir`."""
     facts = read_export_facts(version_dir)
     name = package_stem(facts, meta)
+    handle = KAGGLE_MODELS_URL + kaggle_handle(facts, meta)  # tensorflow_hub resolves it; the cards name it
     os.makedirs(output_dir, exist_ok=True)
     tarball = os.path.join(output_dir, f"{name}.tar.gz")
     members = write_deterministic_tarball(version_dir, tarball)
     sums = [f"{sha256_of(tarball)}  {os.path.basename(tarball)}"]
     sums += [f"{sha256_of(os.path.join(version_dir, m))}  {m}" for m in members]
-    handle = f"https://www.kaggle.com/models/{meta.owner_slug or '<owner>'}/{meta.model_slug or name}"
     outputs = {
         "SHA256SUMS": "\n".join(sums) + "\n",
         "README.md": model_card(facts, meta, handle),

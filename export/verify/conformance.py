@@ -3,8 +3,11 @@
 Each check is named and reports pass/fail with a one-line detail. The numerical check is the same
 fresh-process comparison with the float64 numpy reference that `bert-export --verify` runs
 (`export.verify.numeric`; `export.verify.task` for a task export, which the artifact's export
-report names, and whose checks replace the encoder's). Loading a SavedModel runs its graph: check
-artifacts from trusted sources, or inside a sandbox.
+report names, and whose checks replace the encoder's). `tflite_convertible` converts an encoder's
+or a task export's `serving_default` to TFLite with builtin ops only and compares the converted
+model with the SavedModel (`export.verify.tflite`); a preprocessing model runs TF Text ops, so
+there it reports "not applicable". Loading a SavedModel runs its graph: check artifacts from
+trusted sources, or inside a sandbox.
 """
 
 from __future__ import annotations
@@ -209,6 +212,7 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
         run("mlm", mlm)
 
     _check_loads_elsewhere(path, state.get("format", "legacy"), run)
+    _check_tflite(path, run)
 
     if bert_config_file and model_checkpoint_path:
         def parity():
@@ -325,6 +329,20 @@ def _check_loads_elsewhere(path: str, kind: str, run) -> None:
         run(name, load_elsewhere)
 
 
+def _check_tflite(path: str, run) -> None:
+    """`serving_default` converted to TFLite with builtin ops only, and the converted model against
+    the SavedModel on the parity inputs (`export.verify.tflite`, in a fresh process: the converter's
+    working copies of the weights are returned to the OS when it ends)."""
+    def tflite_convertible():
+        from export.verify.tflite import check_in_fresh_process
+
+        result = check_in_fresh_process(path)
+        if not result.passed:
+            raise AssertionError(result.summary())
+        return result.summary()
+    run("tflite_convertible", tflite_convertible)
+
+
 def _check_preprocessor(obj, path: str, sha256sums: dict[str, str] | None, report: dict, run) -> None:
     """The checks of a preprocessing SavedModel: its API, attributes, loaders, and its tokenization
     against the independent Python tokenizer, on the artifact's own vocabulary."""
@@ -356,6 +374,9 @@ def _check_preprocessor(obj, path: str, sha256sums: dict[str, str] | None, repor
 
     _check_tokenizer_attributes(obj, path, sha256sums, report, run)
     _check_loads_elsewhere(path, "preprocessing", run)
+    run("tflite_convertible", lambda: "not applicable: the preprocessing model runs TF Text ops (normalisation, "
+        "WordPiece or SentencePiece) and lookup tables, which TFLite's builtin ops do not have; convert the "
+        "encoder and tokenize beside it")
 
     def tokenization():
         from export.verify.preprocessing import verify_preprocessor_in_fresh_process
@@ -543,6 +564,7 @@ def _check_task(obj, path: str, sha256sums: dict[str, str] | None, report: dict,
 
     _check_tokenizer_attributes(obj, path, sha256sums, report, run)
     _check_loads_elsewhere(path, "task_text" if text else "task", run)
+    _check_tflite(path, run)
 
     if bert_config_file and model_checkpoint_path:
         def parity():
