@@ -24,6 +24,7 @@ from export.checkpoints.base import CheckpointReader
 from export.checkpoints.check import check_checkpoint, check_mlm_head, found_heads_note, select_task_head
 from export.config import BertConfig, parse_bert_config, read_config_json
 from export.errors import InputError, VerificationError, WriteError, read_input_text
+from export.build.precision import DTYPES, FLOAT32, Precision
 from export.faults import fault_point
 from export.progress import Progress
 from export.report import REPORT_RELATIVE_PATH, ExportReport, hash_file, runtime_versions
@@ -65,6 +66,7 @@ class ExportOptions:
     problem_type: str | None = None  # sequence classification: single/multi-label or regression
     text_signatures: bool = True  # task exports: serve_text (needs the TF Text ops where served)
     max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH
+    dtype: str = FLOAT32  # bfloat16: bf16 weights and matmuls, for serving (export/build/precision.py)
 
     @property
     def is_encoder(self) -> bool:
@@ -142,6 +144,11 @@ def _check_type_and_format(opts: ExportOptions) -> None:
         raise InputError("--export_format applies to encoders; --export_type=preprocessing has none")
     if opts.max_answer_length < 1:
         raise InputError(f"--max_answer_length must be at least 1, got {opts.max_answer_length}")
+    if opts.dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
+    if opts.export_type == "preprocessing" and opts.dtype != FLOAT32:
+        raise InputError(f"--dtype={opts.dtype} applies to models; --export_type=preprocessing has no weights "
+                         "(it tokenizes)")
 
 
 def _resolve_export_format(export_type: str, export_format: str | None) -> str | None:
@@ -344,17 +351,18 @@ def _build(opts: ExportOptions, v: _Validated, progress: Progress):
         from export.build.task_model import build_task_model
 
         obj = build_task_model(v.config, read, v.task, _tokenizer_spec(v), v.seq_length,
-                               text_signatures=opts.text_signatures)
+                               text_signatures=opts.text_signatures, precision=Precision(opts.dtype))
     else:
         from export.build.encoder import build_hub_encoder
 
         obj = build_hub_encoder(v.config, read, v.export_format, v.vocab.file, v.casing.do_lower_case,
-                                with_mlm=v.export_type == "model_with_mlm")
+                                with_mlm=v.export_type == "model_with_mlm", precision=Precision(opts.dtype))
     fault_point("weights_read")
     progress.stage("tracing the signatures")
     signatures = obj.trace()
     fault_point("traced")
-    weights = obj.mlm.trainable_variables if v.export_type == "model_with_mlm" else obj.trainable_variables
+    # The model's weights (in bfloat16 none is trainable), without the do_lower_case flag.
+    weights = [w for w in (obj.mlm if v.export_type == "model_with_mlm" else obj).variables if w.dtype.name != "bool"]
     return obj, signatures, (len(weights), sum(int(w.shape.num_elements()) for w in weights))
 
 
@@ -376,14 +384,16 @@ def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
         from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
         return verify_preprocessor_in_fresh_process(temp_dir, _tokenizer_spec(v))
+    from export.verify.numeric import tolerance_for, verify_in_fresh_process
+
+    tolerance = tolerance_for(opts.dtype, v.config)  # derived from the precision's rounding
     if v.task is not None:
         from export.verify.task import verify_task_in_fresh_process
 
         return verify_task_in_fresh_process(temp_dir, v.config, v.reader.checkpoint_path, v.task,
-                                            _tokenizer_spec(v) if opts.text_signatures else None, v.seq_length)
-    from export.verify.numeric import verify_in_fresh_process
-
-    return verify_in_fresh_process(temp_dir, v.export_format, v.config, v.reader.checkpoint_path,
+                                            _tokenizer_spec(v) if opts.text_signatures else None, v.seq_length,
+                                            tolerance)
+    return verify_in_fresh_process(temp_dir, v.export_format, v.config, v.reader.checkpoint_path, tolerance,
                                    with_mlm=v.export_type == "model_with_mlm")
 
 
@@ -404,6 +414,7 @@ def _report(opts: ExportOptions, v: _Validated, version: int, counts: tuple[int,
     if not opts.is_encoder:
         return report
     report.task = v.task.to_json_dict() if v.task else None
+    report.dtype = opts.dtype
     report.sources += [hash_file(path, "checkpoint") for path in v.reader.source_files]
     report.export_format = v.export_format
     report.checkpoint_format, report.checkpoint_description = v.reader.format_name, v.reader.description

@@ -52,6 +52,7 @@ class ExportReport:
     variable_count: int | None = None  # with model_with_mlm or a task: including the head's
     parameter_count: int | None = None
     task: dict | None = None  # task exports: the head (export.tasks.TaskSpec)
+    dtype: str | None = None  # models: float32, or bfloat16 (bf16 weights and matmuls; not fine-tunable)
     # Preprocessing, and task exports' text signatures:
     default_seq_length: int | None = None
 
@@ -82,6 +83,9 @@ class ExportReport:
             lines.append(f"task head: {self.task['describe']} (--export_type=model exports the bare encoder)")
         else:
             lines.append(f"type: {self.export_type}; default_seq_length: {self.default_seq_length}")
+        if self.dtype and self.dtype != "float32":
+            lines.append(f"dtype: {self.dtype} (matmuls and their weights in {self.dtype}; LayerNorm, softmax "
+                         "and residual sums in float32; fine-tunable: no)")
         lines += [f"note: {note}" for note in self.notes]
         if self.untrained_weights:
             lines.append(f"UNTRAINED: {', '.join(sorted(self.untrained_weights))} "

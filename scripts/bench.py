@@ -59,12 +59,14 @@ TARGETS = {"export_noverify_wall": 0.15, "export_verify_wall": 0.3, "peak_rss": 
 TARGET_SIZES = {"classifier_export_wall": "base", "classifier_peak_rss": "base"}  # the others: large
 CLASSIFIER_LABELS = 3
 TEXT_BATCH = 8
+SERVING_BATCHES = (1, 8, 32)  # x seq 128: serving latency and throughput of float32 and bfloat16
+BF16_TARGET = 0.45  # bfloat16 / float32 serving_default latency at 8 x 128, on a CPU with amx_bf16
 SENTENCES = os.path.join(REPO, "tests", "data", "sentences.txt")
 
-# argv: mode, SavedModel, timed calls, then for "ids" the vocab size, else the packing length;
-# stdin: the texts, as a JSON list. Prints the medians, as JSON, of "call" (seconds) and of
-# the parts a call times itself. Modes:
-#   ids               serving_default on random ids, batch 8 x seq 128;
+# argv: mode, SavedModel, timed calls, then for "ids" the vocab size, else the packing length,
+# then the batch size (ids); stdin: the texts, as a JSON list. Prints the medians, as JSON, of
+# "call" (seconds) and of the parts a call times itself. Modes:
+#   ids               serving_default on random ids, batch x seq 128;
 #   serve_text        serve_text(text=texts);
 #   python_tokenizer  tf-models' FullTokenizer (the export's vocab asset and do_lower_case)
 #                     tokenizes and packs the texts ("tokenization"), then serving_default.
@@ -74,6 +76,7 @@ import numpy as np, tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 mode, calls, size_argument, texts = sys.argv[1], int(sys.argv[3]), int(sys.argv[4]), json.load(sys.stdin)
+batch = int(sys.argv[5])
 if mode != "ids":
     import tensorflow_text  # noqa: F401  (the text signatures' ops)
 loaded = tf.saved_model.load(sys.argv[2])
@@ -84,7 +87,7 @@ def feeds_of(ids, mask):
     return {n: tf.constant(ids if "word" in n else mask if "mask" in n else np.zeros_like(ids)) for n in names}
 
 if mode == "ids":
-    ids = np.random.default_rng(0).integers(1, size_argument, (8, 128)).astype(np.int32)
+    ids = np.random.default_rng(0).integers(1, size_argument, (batch, 128)).astype(np.int32)
     feeds = feeds_of(ids, np.ones_like(ids))
     def step():
         fn(**feeds)
@@ -119,10 +122,11 @@ elif mode == "python_tokenizer":
     if not np.allclose(python_logits, text_logits, rtol=1e-4, atol=1e-5):
         sys.exit(f"serve_text and FullTokenizer + serving_default disagree: {text_logits} vs {python_logits}")
 times = {}
-for i in range(3 + calls):  # 3 warm-up calls
+warm_up = 2
+for i in range(warm_up + calls):
     t = time.perf_counter(); parts = step() or {}; parts["call"] = time.perf_counter() - t
     for name, seconds in parts.items():
-        if i >= 3:
+        if i >= warm_up:
             times.setdefault(name, []).append(seconds)
 print(json.dumps({name: statistics.median(values) for name, values in times.items()}))
 """
@@ -206,17 +210,18 @@ def checkpoint_for(size: str, num_labels: int = 0):
 
 
 def _env(**extra) -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, **extra)
-    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # each tool gets its own default
-    return env
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)  # each tool gets its own default, unless `extra` sets one
+    return env | extra
 
 
-def ours(files, export_path: str, verify: bool, export_type: str | None = None) -> list[list[str]]:
+def ours(files, export_path: str, verify: bool, export_type: str | None = None,
+         dtype: str = "float32") -> list[list[str]]:
     """bert-export's command; `export_type` None leaves the choice to the tool (a head's task)."""
     return [[sys.executable, "-m", "export", f"--bert_config_file={files.bert_config_file}",
              f"--model_checkpoint_path={files.model_checkpoint_path}", f"--vocab_file={files.vocab_file}",
              f"--export_path={export_path}", "--verify" if verify else "--noverify", "--do_lower_case=false",
-             *([f"--export_type={export_type}"] if export_type else [])]]
+             f"--dtype={dtype}", *([f"--export_type={export_type}"] if export_type else [])]]
 
 
 def reference(files, work: str) -> list[list[str]]:
@@ -231,19 +236,22 @@ def reference(files, work: str) -> list[list[str]]:
     ]
 
 
-def latency(mode: str, saved_model_dir: str, size_argument: int, texts: list[str] | None = None) -> dict[str, float]:
-    """Runs LATENCY_PROGRAM in a fresh process; its medians in seconds ("call", and parts)."""
-    proc = subprocess.run([sys.executable, "-c", LATENCY_PROGRAM, mode, saved_model_dir, str(FLAGS.latency_calls),
-                           str(size_argument)], input=json.dumps(texts or []),
-                          capture_output=True, text=True, env=_env())
+def latency(mode: str, saved_model_dir: str, size_argument: int, texts: list[str] | None = None, batch: int = 8,
+            **env: str) -> dict[str, float]:
+    """Runs LATENCY_PROGRAM in a fresh process (with `env` added to its environment); its medians
+    in seconds ("call", and parts). Bigger batches get fewer timed calls: they take seconds each."""
+    calls = max(2, FLAGS.latency_calls * 8 // batch)
+    proc = subprocess.run([sys.executable, "-c", LATENCY_PROGRAM, mode, saved_model_dir, str(calls),
+                           str(size_argument), str(batch)], input=json.dumps(texts or []),
+                          capture_output=True, text=True, env=_env(**env))
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} latency run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def serving_latency(saved_model_dir: str, vocab_size: int) -> float:
-    """Median seconds of serving_default on batch 8 x seq 128."""
-    return latency("ids", saved_model_dir, vocab_size)["call"]
+def serving_latency(saved_model_dir: str, vocab_size: int, batch: int = 8, **env: str) -> float:
+    """Median seconds of serving_default on batch x seq 128."""
+    return latency("ids", saved_model_dir, vocab_size, batch=batch, **env)["call"]
 
 
 def benchmark_texts(count: int = TEXT_BATCH, min_words: int = 20, max_words: int = 40) -> list[str]:
@@ -271,12 +279,14 @@ def bench_size(size: str, work: str) -> dict:
     config = load_bert_config(files.bert_config_file)
     params = config.parameter_count()
     env_ours, env_ref = _env(), _env(TF_USE_LEGACY_KERAS="1")
-    # bert-export's runs: (checkpoint, verify, --export_type).
-    ours_runs = {"ours_verify": (files, True, None), "ours_noverify": (files, False, None),
-                 "classifier_verify": (classifier_files, True, None),
-                 "classifier_encoder_verify": (classifier_files, True, "model")}
+    # bert-export's runs: (checkpoint, verify, --export_type, --dtype).
+    ours_runs = {"ours_verify": (files, True, None, "float32"), "ours_noverify": (files, False, None, "float32"),
+                 "classifier_verify": (classifier_files, True, None, "float32"),
+                 "classifier_encoder_verify": (classifier_files, True, "model", "float32"),
+                 "bf16_verify": (files, True, None, "bfloat16")}
     runs: dict[str, list[Measurement]] = {name: [] for name in ("ours_verify", "ours_noverify", "reference",
-                                                                "classifier_verify", "classifier_encoder_verify")}
+                                                                "classifier_verify", "classifier_encoder_verify",
+                                                                "bf16_verify")}
     kept = {}
     for round_index in range(FLAGS.runs + 1):  # round 0 warms caches and is not counted
         for name in runs:
@@ -285,14 +295,14 @@ def bench_size(size: str, work: str) -> dict:
                 m = measure(reference(files, target), env_ref)
                 result_dir = os.path.join(target, "export")
             else:
-                checkpoint, verify, export_type = ours_runs[name]
-                m = measure(ours(checkpoint, target, verify, export_type), env_ours)
+                checkpoint, verify, export_type, dtype = ours_runs[name]
+                m = measure(ours(checkpoint, target, verify, export_type, dtype), env_ours)
                 result_dir = os.path.join(target, "1")
             print(f"  {size} round {round_index} {name}: {m.wall_seconds:.1f} s, "
                   f"{m.peak_tree_rss_bytes / 2**30:.2f} GiB{' (warm-up)' if round_index == 0 else ''}", flush=True)
             if round_index:
                 runs[name].append(m)
-            if name in ("ours_noverify", "reference", "classifier_verify") and round_index == FLAGS.runs:
+            if name in ("ours_noverify", "reference", "classifier_verify", "bf16_verify") and round_index == FLAGS.runs:
                 kept[name] = result_dir
             else:
                 shutil.rmtree(target, ignore_errors=True)
@@ -301,9 +311,19 @@ def bench_size(size: str, work: str) -> dict:
         seq_length = json.load(f)["default_seq_length"]  # what serve_text packs to
     latencies: dict[str, list[float]] = {"ours": [], "reference": [], "serve_text": [],
                                          "python_tokenizer_serving_default": [], "python_tokenization": []}
+    # serving_default of the float32 and bfloat16 exports and tf-models' at each batch (x seq 128),
+    # and at batch 8 with oneDNN off: (export, batch, environment) -> seconds, one list per key.
+    exports = {"float32": kept["ours_noverify"], "bfloat16": kept["bf16_verify"], "tf_models": kept["reference"]}
+    serving_runs = [(name, batch, "default") for batch in SERVING_BATCHES for name in exports]
+    serving_runs += [(name, 8, "onednn_off") for name in ("float32", "bfloat16")]
+    serving: dict[str, list[float]] = {f"{n} {b} {e}": [] for n, b, e in serving_runs}
     for _ in range(FLAGS.runs):  # alternating, fresh process each
-        latencies["ours"].append(serving_latency(kept["ours_noverify"], config.vocab_size))
-        latencies["reference"].append(serving_latency(kept["reference"], config.vocab_size))
+        for name, batch, environment in serving_runs:
+            env = {"TF_ENABLE_ONEDNN_OPTS": "0"} if environment == "onednn_off" else {}
+            serving[f"{name} {batch} {environment}"].append(
+                serving_latency(exports[name], config.vocab_size, batch, **env))
+        latencies["ours"].append(serving["float32 8 default"][-1])
+        latencies["reference"].append(serving["tf_models 8 default"][-1])
         latencies["serve_text"].append(latency("serve_text", kept["classifier_verify"], seq_length, texts)["call"])
         python = latency("python_tokenizer", kept["classifier_verify"], seq_length, texts)
         latencies["python_tokenizer_serving_default"].append(python["call"])
@@ -333,8 +353,10 @@ def bench_size(size: str, work: str) -> dict:
         "python_tokenization_latency": statistics.median(latencies["python_tokenization"]),
         "text_batch": {"texts": len(texts), "seq_length": seq_length,
                        "words": [len(text.split()) for text in texts]},
+        "bf16_verify_wall": median("bf16_verify", "wall_seconds"),
+        "serving": {key: statistics.median(values) for key, values in serving.items()},
         "all_runs": {k: [dataclasses.asdict(m) for m in v] for k, v in runs.items()},
-        "all_latencies": latencies,
+        "all_latencies": latencies | {f"serving {key}": values for key, values in serving.items()},
     }
     result["ratios"] = {
         "export_noverify_wall": result["ours_noverify_wall"] / result["reference_wall"],
@@ -359,7 +381,17 @@ def machine() -> dict:
         mem_kb = int(f.readline().split()[1])
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),
             "python": platform.python_version(), "tensorflow": importlib.metadata.version("tensorflow"),
-            "date": datetime.date.today().isoformat()}
+            "date": datetime.date.today().isoformat(), "bf16_flags": bf16_flags()}
+
+
+def bf16_flags() -> list[str]:
+    """The CPU's bfloat16 features (/proc/cpuinfo): amx_bf16 and avx512_bf16 are what make bf16 pay."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(flag for flag in flags if flag in ("amx_bf16", "avx512_bf16", "amx_tile", "avx512f"))
 
 
 def growth(results: list[dict]) -> dict | None:
@@ -433,12 +465,43 @@ def render(results: list[dict], info: dict) -> str:
         lines += [table_row(r, *row) for row in rows]
         lines.append(f"| {r['size']} | Python FullTokenizer alone (tokenize + pack the {TEXT_BATCH} texts) | "
                      f"| {r['python_tokenization_latency'] * 1e3:.1f} ms | | |")
+    lines += _serving_table(results, info)
     g = growth(results)
     if g:
         lines += ["", f"Growth {g['from']} → {g['to']} (parameters ×{g['parameter_growth']:.2f}): wall time grew "
                   f"{g['wall_growth_per_parameter_growth']:.2f}× and peak RSS "
                   f"{g['rss_growth_per_parameter_growth']:.2f}× as fast as the parameter count (target ≤ 1)."]
     return "\n".join(lines)
+
+
+def _serving_table(results: list[dict], info: dict) -> list[str]:
+    """serving_default latency and throughput of the float32 and bfloat16 exports and tf-models'."""
+    measured = [r for r in results if "serving" in r]  # older --render_json input lacks them
+    if not measured:
+        return []
+    flags = ", ".join(info.get("bf16_flags") or []) or "none"
+    lines = ["", f"Serving: `serving_default` on random ids, seq 128, 2 intra-op threads, fresh process per measurement; "
+             f"bfloat16 is `--dtype=bfloat16`. This CPU's bf16-related flags: {flags}. The bf16 target "
+             f"(≤ {BF16_TARGET}× float32 at 8 × 128) is set for CPUs with `amx_bf16`.", "",
+             "| size | batch × seq | float32 | bfloat16 | tf-models | bf16 / f32 | f32 / tf-models | target |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in measured:
+        s = r["serving"]
+        for batch in SERVING_BATCHES:
+            f32, bf16, ref = (s[f"{name} {batch} default"] for name in ("float32", "bfloat16", "tf_models"))
+            tokens = batch * 128
+
+            def cell(seconds: float) -> str:
+                return f"{seconds * 1e3:.1f} ms ({tokens / seconds:,.0f} tok/s)"
+            amx = "amx_bf16" in (info.get("bf16_flags") or [])
+            target = (f"≤ {BF16_TARGET} ({'met' if bf16 / f32 <= BF16_TARGET else 'MISSED'})" if batch == 8 and amx
+                      else f"(≤ {BF16_TARGET} on AMX)" if batch == 8 else "")
+            lines.append(f"| {r['size']} | {batch} × 128 | {cell(f32)} | {cell(bf16)} | {cell(ref)} | "
+                         f"{bf16 / f32:.2f} | {f32 / ref:.2f} | {target} |")
+        f32_off, bf16_off = s["float32 8 onednn_off"], s["bfloat16 8 onednn_off"]
+        lines.append(f"| {r['size']} | 8 × 128, `TF_ENABLE_ONEDNN_OPTS=0` | {f32_off * 1e3:.1f} ms | "
+                     f"{bf16_off * 1e3:.1f} ms | | {bf16_off / f32_off:.2f} | | |")
+    return lines
 
 
 def update_build_md(table: str) -> None:

@@ -52,3 +52,6 @@ def test_bench_smoke_tiny(tmp_path):
     assert {"classifier_verify", "classifier_encoder_verify"} <= set(result["all_runs"])
     assert all(len(runs) == 1 for runs in result["all_runs"].values())
     assert all(len(values) == 1 for values in result["all_latencies"].values())
+    assert "| tiny | 8 × 128 |" in proc.stdout and "bfloat16" in proc.stdout  # the serving table
+    assert all(result["serving"][f"{name} {batch} default"] > 0
+               for name in ("float32", "bfloat16", "tf_models") for batch in (1, 8, 32))

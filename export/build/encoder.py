@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from export.build.precision import Precision
 from export.config import BertConfig
 from export.vocab import TokenizerFile
 from export.weights import expected_shapes, mlm_shapes
@@ -42,12 +43,6 @@ def _layer_norm(x: tf.Tensor, gamma: tf.Variable, beta: tf.Variable, eps: float)
     return (x - mean) * tf.math.rsqrt(variance + eps) * gamma + beta
 
 
-def variables_from(names, read_weight: Callable[[str], np.ndarray]) -> list[tf.Variable]:
-    """One trainable tf.Variable per canonical name, read one tensor at a time: the reader's array
-    is released once the variable holds it."""
-    return [tf.Variable(read_weight(name), trainable=True, name=name.replace("/", "_")) for name in names]
-
-
 def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
@@ -55,11 +50,13 @@ def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
 class BertEncoderCore(_AutoTrackable):
     """The encoder's weights (one tf.Variable each) and its forward pass."""
 
-    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], pooler: bool = True):
+    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], pooler: bool = True,
+                 precision: Precision = Precision()):
         self._config = config
         self._activation = _activation(config.activation)
         self._pooler = pooler  # without it (heads on sequence_output only), pooled_output is None
-        self.weights = variables_from(expected_shapes(config, pooler), read_weight)
+        self.precision = precision
+        self.weights = precision.variables(expected_shapes(config, pooler), read_weight)
         self._by_name = dict(zip(expected_shapes(config, pooler), self.weights))
 
     def _w(self, name: str) -> tf.Variable:
@@ -73,7 +70,7 @@ class BertEncoderCore(_AutoTrackable):
         return _layer_norm(x, self._w(prefix + "/gamma"), self._w(prefix + "/beta"), self._config.layer_norm_eps)
 
     def _dense(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
-        return tf.matmul(x, self._w(prefix + "/kernel")) + self._w(prefix + "/bias")
+        return self.precision.matmul(x, self._w(prefix + "/kernel")) + self._w(prefix + "/bias")
 
     def encode(self, word_ids: tf.Tensor, mask: tf.Tensor, type_ids: tf.Tensor,
                training: bool) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
@@ -84,9 +81,10 @@ class BertEncoderCore(_AutoTrackable):
         heads, head_size, hidden = c.num_attention_heads, c.head_size, c.hidden_size
         # expand_dims and reshape, not `[tf.newaxis]` indexing: TFLite's builtins lack the strided
         # slice that `mask[:, tf.newaxis, tf.newaxis, :]` becomes, and on-device users convert encoders.
-        x = (tf.gather(self._w("embeddings/word"), word_ids)
-             + tf.gather(self._w("embeddings/type"), type_ids)
-             + tf.expand_dims(tf.slice(self._w("embeddings/position"), [0, 0], [seq, -1]), 0))
+        embed = self.precision.embed
+        x = (embed(self._w("embeddings/word"), word_ids) + embed(self._w("embeddings/type"), type_ids)
+             + tf.expand_dims(self.precision.as_float32(tf.slice(self._w("embeddings/position"), [0, 0], [seq, -1])),
+                              0))
         x = dropout(self._layer_norm(x, "embeddings/ln"), c.hidden_dropout_prob, training)
         x = tf.reshape(x, [-1, hidden])  # [B*S, H]: every dense layer is one plain matmul
         attention_bias = tf.reshape(1.0 - tf.cast(mask, tf.float32), [batch, 1, 1, seq]) * -10000.0
@@ -101,9 +99,9 @@ class BertEncoderCore(_AutoTrackable):
             q = split_heads(self._dense(x, p + "attention/query"))
             k = split_heads(self._dense(x, p + "attention/key"))
             v = split_heads(self._dense(x, p + "attention/value"))
-            scores = tf.matmul(q, k, transpose_b=True) * scale + attention_bias
+            scores = self.precision.matmul(q, k, transpose_b=True) * scale + attention_bias
             probs = dropout(tf.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, training)
-            context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [-1, hidden])
+            context = tf.reshape(tf.transpose(self.precision.matmul(probs, v), [0, 2, 1, 3]), [-1, hidden])
             attended = dropout(self._dense(context, p + "attention/output"), c.hidden_dropout_prob, training)
             x = self._layer_norm(x + attended, p + "attention/ln")
             inner = self._activation(self._dense(x, p + "intermediate"))
@@ -119,10 +117,12 @@ class MaskedLMHead(_AutoTrackable):
     """google-research's `cls/predictions`: dense (the encoder's activation) and LayerNorm at the
     masked positions, then logits against the word embeddings (tied decoder) plus an output bias."""
 
-    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], word_embeddings: tf.Variable):
+    def __init__(self, config: BertConfig, read_weight: Callable[[str], np.ndarray], word_embeddings: tf.Variable,
+                 precision: Precision = Precision()):
         self._config = config
         self._activation = _activation(config.activation)
-        self.weights = variables_from(mlm_shapes(config), read_weight)
+        self._precision = precision
+        self.weights = precision.variables(mlm_shapes(config), read_weight)
         self._by_name = dict(zip(mlm_shapes(config), self.weights))
         self._word_embeddings = word_embeddings  # the encoder's variable itself, saved once
 
@@ -130,9 +130,10 @@ class MaskedLMHead(_AutoTrackable):
         """[B, S, H] sequence output, [B, P] positions -> [B, P, V] logits."""
         w = self._by_name
         x = tf.gather(sequence_output, positions, batch_dims=1)
-        x = self._activation(tf.matmul(x, w["mlm/transform/kernel"]) + w["mlm/transform/bias"])
+        matmul = self._precision.matmul
+        x = self._activation(matmul(x, w["mlm/transform/kernel"]) + w["mlm/transform/bias"])
         x = _layer_norm(x, w["mlm/ln/gamma"], w["mlm/ln/beta"], self._config.layer_norm_eps)
-        return tf.matmul(x, self._word_embeddings, transpose_b=True) + w["mlm/output_bias"]
+        return matmul(x, self._word_embeddings, transpose_b=True) + w["mlm/output_bias"]
 
 
 class MaskedLMEntry(_AutoTrackable):
@@ -144,7 +145,7 @@ class MaskedLMEntry(_AutoTrackable):
         self.core = core
         self.head = head
         self.variables = list(core.weights) + list(head.weights)
-        self.trainable_variables = list(self.variables)
+        self.trainable_variables = [v for v in self.variables if v.trainable]  # none in bfloat16
         self.regularization_losses = []
 
     @tf.function(autograph=False)
@@ -181,7 +182,7 @@ class _HubEncoder(_AutoTrackable):
         setattr(self, tokenizer.attribute, tf.saved_model.Asset(tokenizer.path))
         self.do_lower_case = tf.Variable(do_lower_case, trainable=False, name="do_lower_case")
         self.variables = list(core.weights) + [self.do_lower_case]
-        self.trainable_variables = list(core.weights)
+        self.trainable_variables = [w for w in core.weights if w.trainable]  # none in bfloat16
         self.regularization_losses = []
 
     def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
@@ -261,14 +262,15 @@ class V2HubEncoder(_HubEncoder):
 
 
 def build_hub_encoder(config: BertConfig, read_weight: Callable[[str], np.ndarray], export_format: str,
-                      tokenizer: TokenizerFile, do_lower_case: bool, with_mlm: bool = False) -> _HubEncoder:
+                      tokenizer: TokenizerFile, do_lower_case: bool, with_mlm: bool = False,
+                      precision: Precision = Precision()) -> _HubEncoder:
     """Builds the exportable object of `export_format` with weights streamed from `read_weight`;
     `with_mlm` (v2 only) adds the `.mlm` subobject and an `mlm` signature."""
     cls = {"legacy": LegacyHubEncoder, "v2": V2HubEncoder}[export_format]
-    core = BertEncoderCore(config, read_weight)
+    core = BertEncoderCore(config, read_weight, precision=precision)
     obj = cls(core, tokenizer, do_lower_case)
     if with_mlm:
         if export_format != "v2":
             raise ValueError("the masked-LM head is exported in the v2 format only")
-        obj.mlm = MaskedLMEntry(core, MaskedLMHead(config, read_weight, core.word_embeddings))
+        obj.mlm = MaskedLMEntry(core, MaskedLMHead(config, read_weight, core.word_embeddings, precision))
     return obj

@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from export.build.encoder import dropout, variables_from
+from export.build.encoder import dropout
+from export.build.precision import Precision
 from export.config import BertConfig
 from export.tasks import MULTI_LABEL, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, SINGLE_LABEL, \
     TOKEN_CLASSIFICATION, TaskSpec, head_shapes
@@ -22,14 +23,16 @@ _AutoTrackable = tf.__internal__.tracking.AutoTrackable
 class TaskHead(_AutoTrackable):
     """A dense layer on the encoder's output; subclasses say on which output and what it returns."""
 
-    def __init__(self, config: BertConfig, spec: TaskSpec, read_weight: Callable[[str], np.ndarray]):
+    def __init__(self, config: BertConfig, spec: TaskSpec, read_weight: Callable[[str], np.ndarray],
+                 precision: Precision = Precision()):
         self._spec = spec
-        self.weights = variables_from(head_shapes(config, spec), read_weight)
+        self._precision = precision
+        self.weights = precision.variables(head_shapes(config, spec), read_weight)
         self._kernel, self._bias = self.weights
 
     def _dense(self, x: tf.Tensor) -> tf.Tensor:
         """[..., H] -> [..., outputs], as one 2-D matmul (the encoder's dense layers are too)."""
-        flat = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self._kernel) + self._bias
+        flat = self._precision.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), self._kernel) + self._bias
         return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [self._spec.num_outputs]], axis=0))
 
     def outputs(self, pooled: tf.Tensor | None, sequence: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:

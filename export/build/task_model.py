@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from export.build.encoder import INPUT_NAMES, BertEncoderCore
 from export.build.heads import HEADS, TaskHead
+from export.build.precision import Precision
 from export.config import BertConfig
 from export.tasks import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TaskSpec
 from export.vocab import TokenizerFile, TokenizerSpec
@@ -62,7 +63,7 @@ class TaskModel(_AutoTrackable):
         if spec.label_names:
             self.label_names = tf.Variable(list(spec.label_names), trainable=False, name="label_names")
         self.variables = list(core.weights) + list(head.weights) + [self.do_lower_case]
-        self.trainable_variables = list(core.weights) + list(head.weights)
+        self.trainable_variables = [w for w in list(core.weights) + list(head.weights) if w.trainable]  # none in bf16
         self.regularization_losses = []
 
     @tf.function(autograph=False)  # plain Python control flow only; autograph would slow tracing
@@ -204,10 +205,11 @@ _TEXT_MODELS: dict[str, type[TaskModel]] = {
 
 
 def build_task_model(config: BertConfig, read_weight: Callable[[str], np.ndarray], spec: TaskSpec,
-                     tokenizer: TokenizerSpec, seq_length: int, text_signatures: bool = True) -> TaskModel:
+                     tokenizer: TokenizerSpec, seq_length: int, text_signatures: bool = True,
+                     precision: Precision = Precision()) -> TaskModel:
     """The exportable object of a fine-tuned BERT, weights streamed from `read_weight`; with
     `text_signatures`, raw-text signatures at `seq_length` tokens."""
-    core = BertEncoderCore(config, read_weight, pooler=spec.uses_pooler)
-    head = HEADS[spec.task](config, spec, read_weight)
+    core = BertEncoderCore(config, read_weight, pooler=spec.uses_pooler, precision=precision)
+    head = HEADS[spec.task](config, spec, read_weight, precision)
     cls = _TEXT_MODELS[spec.task] if text_signatures else TaskModel
     return cls(core, head, spec, tokenizer, seq_length, text_signatures)

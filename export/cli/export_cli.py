@@ -67,6 +67,10 @@ flags.DEFINE_boolean("text_signatures", True, "Task exports: add the raw-text si
                      "need the TensorFlow Text ops wherever the model is loaded.")
 flags.DEFINE_integer("max_answer_length", 30, "question_answering: the longest answer span serve_text returns, "
                      "in tokens.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Models: the precision of the weights and matmuls. bfloat16 halves the artifact and serves "
+                  "faster on CPUs with AMX or AVX512-BF16 (amx_bf16 / avx512_bf16 in /proc/cpuinfo); LayerNorm, "
+                  "softmax and residual sums stay float32; inputs and outputs do not change; not fine-tunable.")
 flags.DEFINE_boolean("verify", True, "Check the SavedModel against a float64 numpy reference before publishing.")
 flags.DEFINE_boolean("keep_failed", False, "Keep an export that failed verification as failed-<N>-*.")
 flags.DEFINE_boolean("strict", False, "Treat unexpected checkpoint variables as an error.")
@@ -135,7 +139,7 @@ def _options():
         verify=FLAGS.verify, keep_failed=FLAGS.keep_failed, strict=FLAGS.strict, export_type=FLAGS.export_type,
         sp_model_file=FLAGS.sp_model_file, default_seq_length=FLAGS.default_seq_length,
         label_names=FLAGS.label_names, label_names_file=FLAGS.label_names_file, problem_type=FLAGS.problem_type,
-        text_signatures=FLAGS.text_signatures, max_answer_length=FLAGS.max_answer_length)
+        text_signatures=FLAGS.text_signatures, max_answer_length=FLAGS.max_answer_length, dtype=FLAGS.dtype)
 
 
 def _fail(message: str, code: int) -> int:

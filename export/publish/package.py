@@ -105,11 +105,12 @@ class ExportFacts:
     heads: int = 0
     export_format: str = ""
     parameter_count: int = 0
+    dtype: str = "float32"  # bfloat16: bf16 weights and matmuls, not fine-tunable
     # Preprocessors, and the text signatures of task exports (0: exported without them):
     default_seq_length: int = 0
     # Task exports:
     task: TaskSpec | None = None
-    fine_tunable: bool = False  # trainable variables, and `__call__` traced for training=True and False
+    fine_tunable: bool = False  # trainable variables (tasks: and `__call__` traced for training=True and False)
     text_signatures: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # name -> inputs
     # The examples' `serving_default` inputs (ID_INPUTS -> ids): EXAMPLE_* as the artifact's own
     # `tokenize` maps them (which bert-verify checks against the reference tokenizer); without
@@ -147,6 +148,7 @@ def read_export_facts(version_dir: str) -> ExportFacts:
     if not facts.is_encoder:
         facts.default_seq_length = report["default_seq_length"]
         return facts
+    facts.dtype = report.get("dtype") or "float32"  # reports before --dtype are float32
     if report.get("task") is not None:
         return _read_task_facts(version_dir, report, reader, facts)
     shapes = reader.get_variable_to_shape_map()
@@ -161,6 +163,8 @@ def read_export_facts(version_dir: str) -> ExportFacts:
                          f"variables hold {(layers, hidden, vocab_size)}")
     facts.layers, facts.hidden_size, facts.heads = layers, hidden, config["num_attention_heads"]
     facts.export_format, facts.parameter_count = report["export_format"], report["parameter_count"]
+    graph, _ = _saved_object_graph(version_dir)
+    facts.fine_tunable = any(n.WhichOneof("kind") == "variable" and n.variable.trainable for n in graph.nodes)
     return facts
 
 
@@ -198,6 +202,8 @@ def _read_task_facts(version_dir: str, report: dict[str, Any], reader, facts: Ex
     """A task export's facts: its head and config from the report, cross-checked against the
     SavedModel's trainable variables (their shapes, whatever the object graph names them), its
     saved label names and its signatures."""
+    from tensorflow.core.framework import types_pb2
+
     from export.config import parse_bert_config
     from export.tasks import head_shapes
     from export.weights import expected_shapes
@@ -215,15 +221,18 @@ def _read_task_facts(version_dir: str, report: dict[str, Any], reader, facts: Ex
     graph, signatures = _saved_object_graph(version_dir)
     if sorted(signatures) != stated_signatures:
         raise InputError(f"{source} says signatures {stated_signatures} but saved_model.pb holds {sorted(signatures)}")
-    trainable = [tuple(d.size for d in n.variable.shape.dim) for n in graph.nodes
-                 if n.WhichOneof("kind") == "variable" and n.variable.trainable]
+    # The model's weights: its float variables (bfloat16 ones included; not do_lower_case, label_names).
+    variables = [n.variable for n in graph.nodes if n.WhichOneof("kind") == "variable"
+                 and n.variable.dtype in (types_pb2.DT_FLOAT, types_pb2.DT_BFLOAT16)]
+    weights = [tuple(d.size for d in v.shape.dim) for v in variables]
+    trainable = [v for v in variables if v.trainable]
     expected = list(expected_shapes(config, spec.uses_pooler).values()) + list(head_shapes(config, spec).values())
-    if Counter(trainable) != Counter(expected):
-        parameters = sum(math.prod(shape) for shape in trainable)
+    if Counter(weights) != Counter(expected):
+        parameters = sum(math.prod(shape) for shape in weights)
         raise InputError(f"{source} says L={config.num_hidden_layers}, H={config.hidden_size}, "
                          f"V={config.vocab_size} and a {spec.num_outputs}-output {spec.task} head "
-                         f"({len(expected)} trainable variables) but saved_model.pb holds {len(trainable)} trainable "
-                         f"variables of {parameters:,} parameters in other shapes")
+                         f"({len(expected)} weights) but saved_model.pb holds {len(weights)} weights "
+                         f"of {parameters:,} parameters in other shapes")
     if spec.label_names:
         key = "label_names/.ATTRIBUTES/VARIABLE_VALUE"
         if not reader.has_tensor(key):
@@ -236,7 +245,7 @@ def _read_task_facts(version_dir: str, report: dict[str, Any], reader, facts: Ex
     facts.task = spec
     facts.layers, facts.hidden_size, facts.heads = (config.num_hidden_layers, config.hidden_size,
                                                     config.num_attention_heads)
-    facts.parameter_count = sum(math.prod(shape) for shape in trainable)
+    facts.parameter_count = sum(math.prod(shape) for shape in weights)
     facts.default_seq_length = text_length or 0
     facts.fine_tunable = bool(trainable) and _traced_training_values(graph, "__call__") == {True, False}
     order = list(_text_instance(spec.task))  # the card's requests name the inputs in this order
@@ -339,7 +348,7 @@ def usage_markdown(facts: ExportFacts, handle: str) -> str:
                   'input_mask = tf.keras.layers.Input(shape=(None,), dtype=tf.int32, name="input_mask")\n'
                   'input_type_ids = tf.keras.layers.Input(shape=(None,), dtype=tf.int32, name="input_type_ids")')
     return f"""With tf_keras (`pip install tf_keras tensorflow_hub`, and `TF_USE_LEGACY_KERAS=1` before TensorFlow
-is imported), the model is a fine-tunable Keras layer called on int32 token ids, an input mask
+is imported), the model is a {'fine-tunable ' if facts.fine_tunable else ''}Keras layer called on int32 token ids, an input mask
 and segment ids (`hub.KerasLayer` downloads the version from its Kaggle URL):
 
 ```python
@@ -347,7 +356,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 {inputs}
-bert_layer = hub.KerasLayer("{handle}", trainable=True)
+bert_layer = hub.KerasLayer("{handle}"{', trainable=True' if facts.fine_tunable else ''})
 {call}
 ```
 
@@ -442,6 +451,17 @@ def _casing_words(facts: ExportFacts) -> str:
             "cased: the distinction between lower and upper case and accent markers are preserved")
 
 
+def _tuning_words(facts: ExportFacts) -> str:
+    """Whether the card's model can be fine-tuned, and for a bfloat16 export what it is for."""
+    if facts.dtype == "bfloat16":
+        return ("Weights and matmuls are bfloat16 (LayerNorm, softmax and residual sums float32; inputs and "
+                "outputs as in float32): half the size, and faster on CPUs with AMX or AVX512-BF16 (the "
+                "`amx_bf16` / `avx512_bf16` flags in /proc/cpuinfo), slower on CPUs without them. The variables "
+                "are not trainable: fine-tune the float32 export.")
+    return ("All parameters in the module are trainable, and fine-tuning all parameters is the recommended\n"
+            "practice.")
+
+
 def model_card(facts: ExportFacts, meta: CardMetadata, handle: str) -> str:
     if facts.is_task:
         return task_card(facts, meta, handle)
@@ -457,7 +477,7 @@ Bidirectional Encoder Representations from Transformers (BERT).
 
 <!-- dataset: {meta.dataset} -->
 <!-- asset-path: {'legacy' if facts.export_format == 'legacy' else handle} -->
-<!-- fine-tunable: true -->
+<!-- fine-tunable: {'true' if facts.fine_tunable else 'false'} -->
 <!-- format: saved_model_2 -->
 <!-- language: {meta.language} -->
 <!-- task: text-embedding -->
@@ -475,8 +495,7 @@ It uses L={facts.layers} hidden layers (i.e., Transformer blocks), a hidden size
 and A={facts.heads} attention heads ({facts.parameter_count:,} parameters). Inputs are {casing}.
 The export {figure}.
 {_companion_line("Raw text is mapped to its inputs by the matching preprocessing model", meta)}
-All parameters in the module are trainable, and fine-tuning all parameters is the recommended
-practice.
+{_tuning_words(facts)}
 
 ## Usage
 
@@ -737,11 +756,15 @@ model = tf.saved_model.load(hub.resolve("{handle}"))
 ```
 """)
     head_dropout = "" if spec.task == QUESTION_ANSWERING else f", and {spec.dropout:g} before the head"
-    sections.append(f"""For continued fine-tuning with tf_keras (`pip install tf_keras tensorflow_hub`, and
+    keras_use = (f"""For continued fine-tuning with tf_keras (`pip install tf_keras tensorflow_hub`, and
 `TF_USE_LEGACY_KERAS=1` before TensorFlow is imported), it is a Keras layer called on the dict of
 the three int32 inputs, returning the dict of outputs; `trainable=True` trains the encoder and the
 head, and the layer passes `training` to the model, so dropout (the encoder's{head_dropout}) is
-active in training only:
+active in training only:""" if facts.fine_tunable else """With tf_keras (`pip install tf_keras tensorflow_hub`, and
+`TF_USE_LEGACY_KERAS=1` before TensorFlow is imported), it is a Keras layer called on the dict of
+the three int32 inputs, returning the dict of outputs; its bfloat16 weights are for inference (fine-tune
+the float32 export):""")
+    sections.append(f"""{keras_use}
 
 ```python
 import tensorflow as tf
@@ -750,7 +773,7 @@ import tensorflow_hub as hub
 input_word_ids = tf.keras.layers.Input(shape=(None,), dtype=tf.int32, name="input_word_ids")
 input_mask = tf.keras.layers.Input(shape=(None,), dtype=tf.int32, name="input_mask")
 input_type_ids = tf.keras.layers.Input(shape=(None,), dtype=tf.int32, name="input_type_ids")
-layer = hub.KerasLayer("{handle}", trainable=True)
+layer = hub.KerasLayer("{handle}"{', trainable=True' if facts.fine_tunable else ''})
 outputs = layer(dict(input_word_ids=input_word_ids, input_mask=input_mask, input_type_ids=input_type_ids))
 model = tf.keras.Model([input_word_ids, input_mask, input_type_ids], {trained_outputs})  # {_output_shapes(spec)[trained[0]]}
 ```
@@ -794,7 +817,8 @@ def task_card(facts: ExportFacts, meta: CardMetadata, handle: str) -> str:
               "was verified at export time against an independent float64 reference (the encoder and its head) "
               f"computed from the checkpoint: {facts.verification}")
     tuning = ("All parameters, the encoder's and the head's, are trainable: the model can be fine-tuned further."
-              if facts.fine_tunable else "Its parameters are not trainable in this SavedModel.")
+              if facts.fine_tunable else _tuning_words(facts) if facts.dtype == "bfloat16"
+              else "Its parameters are not trainable in this SavedModel.")
     return f"""# Module {meta.model_name or default_model_name(facts)}
 {_TASK_TITLES[spec.task]}
 
@@ -878,7 +902,7 @@ def kaggle_metadata(facts: ExportFacts, meta: CardMetadata, handle: str) -> dict
         } | trailer
     return common | {
         "overview": meta.description, "usage": usage_markdown(facts, handle),
-        "licenseName": meta.license_name, "fineTunable": True, "trainingData": training_data,
+        "licenseName": meta.license_name, "fineTunable": facts.fine_tunable, "trainingData": training_data,
     } | trailer
 
 

@@ -32,6 +32,7 @@ _HOST_PATH = re.compile(rb"(/home/[^/\x00]+|/root/|/Users/[^/\x00]+|/tmp/|/var/f
 _LOAD_PROGRAM = r"""
 import os, sys, numpy as np
 path, mode, kind = sys.argv[1:4]
+fine_tunable = sys.argv[4] == "1"  # a bfloat16 export has no trainable variables, by design
 if kind in ("preprocessing", "task_text"):
     import tensorflow_text  # noqa: F401 - registers the TF Text ops the SavedModel's graph uses
 if kind == "preprocessing":
@@ -54,8 +55,9 @@ if mode == "hub":
     out = layer([feeds[n] for n in ("input_word_ids", "input_mask", "input_type_ids")] if kind == "legacy"
                 else feeds)
     if task:
-        if not layer.trainable_weights:
-            sys.exit("hub.KerasLayer(trainable=True) has no trainable weights")
+        if bool(layer.trainable_weights) != fine_tunable:
+            sys.exit(f"hub.KerasLayer(trainable=True) has {len(layer.trainable_weights)} trainable weights; the "
+                     f"export is {'' if fine_tunable else 'not '}fine-tunable")
         print(len(layer.trainable_weights), {k: tuple(np.asarray(v).shape) for k, v in sorted(out.items())})
     else:
         pooled = out[0] if kind == "legacy" else out["pooled_output"]
@@ -211,8 +213,8 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
             return f".mlm: mlm_logits [batch, num_predictions, {vocab_size}]; mlm signature"
         run("mlm", mlm)
 
-    _check_loads_elsewhere(path, state.get("format", "legacy"), run)
-    _check_tflite(path, run)
+    _check_loads_elsewhere(path, state.get("format", "legacy"), run, _fine_tunable(report))
+    _check_tflite(path, report, run)
 
     if bert_config_file and model_checkpoint_path:
         def parity():
@@ -220,7 +222,7 @@ def check_version_dir(path: str, sha256sums: dict[str, str] | None = None, bert_
 
             reader, config = _open_source(bert_config_file, model_checkpoint_path)
             result = verify_in_fresh_process(path, state.get("format", "legacy"), config, reader.checkpoint_path,
-                                             with_mlm=hasattr(obj, "mlm"))
+                                             _tolerance(report, config), with_mlm=hasattr(obj, "mlm"))
             state["verification"] = result.to_json_dict()
             if not result.passed:
                 raise AssertionError(result.summary())
@@ -314,14 +316,14 @@ def _check_tokenizer_attributes(obj, path: str, sha256sums: dict[str, str] | Non
     run("do_lower_case", do_lower_case)
 
 
-def _check_loads_elsewhere(path: str, kind: str, run) -> None:
+def _check_loads_elsewhere(path: str, kind: str, run, fine_tunable: bool = True) -> None:
     """hub.KerasLayer under tf_keras and Keras 3's TFSMLayer, each in a fresh process."""
     for name, mode, env_change in (("hub_keraslayer_tf_keras", "hub", {"TF_USE_LEGACY_KERAS": "1"}),
                                    ("keras3_tfsmlayer", "keras3", {"TF_USE_LEGACY_KERAS": None})):
         def load_elsewhere(mode=mode, env_change=env_change):
             env = {k: v for k, v in os.environ.items() if k not in env_change} | {
                 k: v for k, v in env_change.items() if v is not None} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
-            proc = subprocess.run([sys.executable, "-c", _LOAD_PROGRAM, path, mode, kind],
+            proc = subprocess.run([sys.executable, "-c", _LOAD_PROGRAM, path, mode, kind, "1" if fine_tunable else "0"],
                                   capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed")
@@ -329,12 +331,28 @@ def _check_loads_elsewhere(path: str, kind: str, run) -> None:
         run(name, load_elsewhere)
 
 
-def _check_tflite(path: str, run) -> None:
+def _tolerance(report: dict, config) -> float:
+    """Parity's tolerance: export time's, for the precision the report states."""
+    from export.verify.numeric import tolerance_for
+
+    return tolerance_for(report.get("dtype") or "float32", config)
+
+
+def _fine_tunable(report: dict) -> bool:
+    """float32 exports are fine-tunable; bfloat16 ones are for serving (their variables are not trainable)."""
+    return report.get("dtype", "float32") == "float32"
+
+
+def _check_tflite(path: str, report: dict, run) -> None:
     """`serving_default` converted to TFLite with builtin ops only, and the converted model against
     the SavedModel on the parity inputs (`export.verify.tflite`, in a fresh process: the converter's
     working copies of the weights are returned to the OS when it ends)."""
     def tflite_convertible():
         from export.verify.tflite import check_in_fresh_process
+
+        if not _fine_tunable(report):
+            return (f"not applicable: a {report.get('dtype')} export (TFLite's builtin ops have no bfloat16 "
+                    "matmul); convert the float32 export")
 
         result = check_in_fresh_process(path)
         if not result.passed:
@@ -486,8 +504,11 @@ def _check_task(obj, path: str, sha256sums: dict[str, str] | None, report: dict,
                 raise AssertionError(problem)
         if not all(hasattr(obj, a) for a in ("variables", "trainable_variables", "regularization_losses")):
             raise AssertionError("not a reusable SavedModel (no variables/trainable_variables/regularization_losses)")
-        if not obj.trainable_variables:
-            raise AssertionError("no trainable variables: it cannot be fine-tuned")
+        if bool(obj.trainable_variables) != _fine_tunable(report):
+            raise AssertionError(f"{len(obj.trainable_variables)} trainable variables, but the export is "
+                                 f"{report.get('dtype', 'float32')}: " + ("it cannot be fine-tuned" if
+                                                                          _fine_tunable(report) else
+                                                                          "bfloat16 exports are not fine-tunable"))
         return (f"__call__(dict, training) and serve: dict of the 3 inputs -> {', '.join(spec.tensor_outputs())}; "
                 f"{len(obj.trainable_variables)} trainable variables; reusable attributes")
     run("call_convention", call_convention)
@@ -563,8 +584,8 @@ def _check_task(obj, path: str, sha256sums: dict[str, str] | None, report: dict,
         run("text_ids", text_ids)
 
     _check_tokenizer_attributes(obj, path, sha256sums, report, run)
-    _check_loads_elsewhere(path, "task_text" if text else "task", run)
-    _check_tflite(path, run)
+    _check_loads_elsewhere(path, "task_text" if text else "task", run, _fine_tunable(report))
+    _check_tflite(path, report, run)
 
     if bert_config_file and model_checkpoint_path:
         def parity():
@@ -587,7 +608,7 @@ def _check_task(obj, path: str, sha256sums: dict[str, str] | None, report: dict,
             kind, asset = _tokenizer_file(obj)
             tokenizer = TokenizerSpec(kind, asset, bool(obj.do_lower_case.numpy())) if text else None
             result = verify_task_in_fresh_process(path, config, reader.checkpoint_path, source_spec, tokenizer,
-                                                  seq_length)
+                                                  seq_length, _tolerance(report, config))
             if not result.passed:
                 raise AssertionError(result.summary())
             return result.summary()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 
 import numpy as np
@@ -17,7 +18,27 @@ from export.config import BertConfig, parse_bert_config
 from export.errors import VerificationError
 from export.process import run_verifier_process, verifier_process_main
 
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5  # float32 exports
+BFLOAT16_UNIT_ROUNDOFF = 2.0 ** -9  # round-to-nearest of an 8-bit significand: relative error <= 2^-9
+
+
+def tolerance_for(dtype: str, config: BertConfig) -> float:
+    """The verification tolerance of an export computed in `dtype` (export.build.precision).
+
+    float32: 1e-5. bfloat16: 16 u sqrt(L), u = 2^-9 (0.044 for L=2, 0.108 for L=12, 0.153 for
+    L=24). Derivation: each bfloat16 matmul operand is rounded with a relative error uniform in
+    [-u, u] (standard deviation u/sqrt(3)); a layer's longest path rounds 8 of them (the q/k/v
+    input, both score operands, the probabilities, the attention output's and the intermediate
+    and output layers' inputs), and independent errors add in quadrature, so a layer adds
+    sqrt(8/3) u relative error and L layers sqrt(8L/3) u = 1.63 u sqrt(L) (LayerNorm rescales,
+    it does not shrink a relative error). The largest of the thousands of compared values lies
+    within about 5 standard deviations, 8.2 u sqrt(L); the factor 2 on top of that is room for a
+    sum's conditioning (cancellation) at well-conditioned, O(1), activations. A mapping bug moves
+    outputs by tens of percent (a swapped key/value: 0.6-1.6), well above it.
+    """
+    if dtype == "bfloat16":
+        return 16 * BFLOAT16_UNIT_ROUNDOFF * math.sqrt(config.num_hidden_layers)
+    return TOLERANCE
 
 
 @dataclasses.dataclass
@@ -27,6 +48,7 @@ class VerificationReport:
     # entry point -> output -> max |export - reference| / max |reference| over real tokens
     figures: dict[str, dict[str, float]]
     batches: list[str]
+    min_cosine: float | None = None  # of sequence_output rows (real tokens) against the reference's
 
     @property
     def worst(self) -> float:
@@ -37,8 +59,11 @@ class VerificationReport:
 
     def summary(self) -> str:
         if self.passed:
-            return (f"max relative error {self.worst:.3g} (tolerance {self.tolerance:g}) over "
-                    + ", ".join(sorted(self.figures)))
+            # In float32 the cosine is 1 to the printed digits; bfloat16 exports report it.
+            cosine = (f", min cosine of sequence_output rows {self.min_cosine:.6f}"
+                      if self.min_cosine is not None and self.tolerance > TOLERANCE else "")
+            return (f"max relative error {self.worst:.3g} (tolerance {self.tolerance:.3g}) over "
+                    + ", ".join(sorted(self.figures)) + cosine)
         entry, output, value = max(((e, o, x) for e, outs in self.figures.items() for o, x in outs.items()),
                                    key=lambda item: item[2])
         return (f"max relative error {self.worst:.3g} exceeds {self.tolerance:g} "
@@ -133,6 +158,16 @@ def run_saved_model(saved_model_dir: str, export_format: str, batches,
     return results
 
 
+def min_row_cosine(exported: list[np.ndarray], reference: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """The smallest cosine between an exported and a reference row (one token's vector), over real tokens."""
+    lowest = 1.0
+    for e, r, mask in zip(exported, reference, masks):
+        e, r = np.asarray(e, np.float64)[mask.astype(bool)], np.asarray(r, np.float64)[mask.astype(bool)]
+        norms = np.maximum(np.linalg.norm(e, axis=-1) * np.linalg.norm(r, axis=-1), 1e-30)
+        lowest = min(lowest, float(np.min(np.sum(e * r, axis=-1) / norms)))
+    return lowest
+
+
 def compare_to_reference(results, reference, batches) -> dict[str, dict[str, float]]:
     masks = [mask for _, mask, _ in batches]
     figures: dict[str, dict[str, float]] = {}
@@ -177,7 +212,9 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
     results = run_saved_model(saved_model_dir, export_format, batches, positions)
     figures = compare_to_reference(results, reference, batches)
     passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())
-    return VerificationReport(passed, tolerance, figures, describe_batches(batches))
+    cosine = min(min_row_cosine([o["sequence_output"] for o in per_batch], [r.sequence_output for r in reference],
+                                [mask for _, mask, _ in batches]) for per_batch in results.values())
+    return VerificationReport(passed, tolerance, figures, describe_batches(batches), cosine)
 
 
 def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: BertConfig,
@@ -186,7 +223,7 @@ def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: Be
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
     data = run_verifier_process("export.verify.numeric", [saved_model_dir, export_format, json.dumps(config.to_json_dict()),
                                                   checkpoint_path, repr(tolerance), "mlm" if with_mlm else "encoder"])
-    return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"])
+    return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"], data["min_cosine"])
 
 
 def _main(argv: list[str]) -> int:

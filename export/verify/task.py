@@ -63,7 +63,7 @@ class TaskVerificationReport:
         text = [entry for entry in self.figures if entry not in TENSOR_ENTRIES]
         if not self.passed:
             return f"{len(self.failures)} check(s) failed; first: {self.failures[0]}"
-        words = (f"max relative error {self.worst:.3g} (tolerance {self.tolerance:g}) over "
+        words = (f"max relative error {self.worst:.3g} (tolerance {self.tolerance:.3g}) over "
                  + ", ".join(e for e in TENSOR_ENTRIES if e in self.figures))
         if text:
             worst_text = max(v for entry in text for v in self.figures[entry].values())
@@ -93,7 +93,7 @@ def _compare(spec: TaskSpec, got: list[dict[str, np.ndarray]], want: list[dict[s
         figures[name] = relative_error([o[name] for o in got], [w[name] for w in want],
                                        masks if _per_token(spec, name) else None)
         if figures[name] > tolerance:
-            failures.append(f"{what} {name}: relative error {figures[name]:.3g} exceeds {tolerance:g}")
+            failures.append(f"{what} {name}: relative error {figures[name]:.3g} exceeds {tolerance:.3g}")
     return figures
 
 
