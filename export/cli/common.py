@@ -29,6 +29,14 @@ def help_text(argv: list[str], usage: str, module: str) -> str | None:
     return f"{usage.strip()}\n\n{listing.rstrip()}\n"
 
 
+def answered_help(argv: list[str], usage: str, module: str) -> bool:
+    """Prints what `--help` / `--helpfull` ask for, if `argv` asks (see help_text); True if it did."""
+    text = help_text(argv, usage, module)
+    if text:
+        print(text, end="")
+    return text is not None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's parse of `argv`; returns the positional arguments after the program name. An
     unknown or malformed flag raises flags.Error."""

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 
 from absl import flags, logging  # noqa: E402
 
-from export.cli.common import fail, help_text, missing_package, parse_flags  # noqa: E402
+from export.cli.common import answered_help, fail, missing_package, parse_flags  # noqa: E402
 from export.errors import InputError, VerificationError, WriteError  # noqa: E402
 from export.process import prepare_export_process  # noqa: E402
 
@@ -148,9 +148,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
-    text = help_text(argv, USAGE, __name__)
-    if text:
-        print(text, end="")
+    if answered_help(argv, USAGE, __name__):
         return 0
     try:
         extra = parse_flags(argv)

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # noqa: E402
 
-from export.cli.common import fail, help_text, missing_package, parse_flags  # noqa: E402
+from export.cli.common import answered_help, fail, missing_package, parse_flags  # noqa: E402
 from export.errors import InputError  # noqa: E402
 
 PROGRAM = "bert-package"
@@ -59,9 +59,7 @@ flags.DEFINE_integer("instance_version", None, "The Kaggle version number the ca
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
-    text = help_text(argv, USAGE, __name__)
-    if text:
-        print(text, end="")
+    if answered_help(argv, USAGE, __name__):
         return 0
     try:
         from export.publish.package import CardMetadata, package_export

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import flags  # noqa: E402
 
-from export.cli.common import fail, help_text, missing_package, one_line, parse_flags  # noqa: E402
+from export.cli.common import answered_help, fail, missing_package, one_line, parse_flags  # noqa: E402
 from export.errors import InputError  # noqa: E402
 
 PROGRAM = "bert-verify"
@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.verify.conformance import check_version_dir
 
     argv = sys.argv if argv is None else argv
-    text = help_text(argv, USAGE, __name__)
-    if text:
-        print(text, end="")
+    if answered_help(argv, USAGE, __name__):
         return 0
     workdir = None
     try:
