@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import gc
 import json
 import os
+import re
 import shutil
 import time
 
@@ -436,10 +438,25 @@ def _writing(path: str, write):
     try:
         return write()
     except (OSError, tf.errors.OpError) as e:
-        reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
-        reason = [line for line in str(reason).splitlines() if line.strip()][-1:] or ["unknown error"]
-        raise WriteError(f"--export_path: cannot write under {path}: {reason[0].strip()} "
-                         "(disk full or quota?); nothing was published") from e
+        raise WriteError(f"--export_path: cannot write under {path}: {_write_failure_reason(e)}; nothing was "
+                         "published") from e
+
+
+# What the OS says when a write fails for want of room or rights (TF's errors bury it in node names
+# and temporary paths).
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def _write_failure_reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = getattr(error, "message", None) or str(error)
+    for code in _WRITE_ERRNOS:
+        if os.strerror(code).lower() in text.lower():
+            return os.strerror(code)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^]]*\]", "", lines[-1] if lines else "unknown error")
+    return (last[:120] + " ...") if len(last) > 120 else last
 
 
 @contextlib.contextmanager
