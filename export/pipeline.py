@@ -26,7 +26,7 @@ from export.checkpoints.base import CheckpointReader
 from export.checkpoints.check import check_checkpoint, check_mlm_head, found_heads_note, select_task_head
 from export.config import BertConfig, parse_bert_config, read_config_json
 from export.errors import InputError, VerificationError, WriteError, read_input_text
-from export.build.precision import DTYPES, FLOAT32, Precision
+from export.build.dtypes import DTYPES, FLOAT32
 from export.faults import fault_point
 from export.progress import Progress
 from export.report import REPORT_RELATIVE_PATH, ExportReport, hash_file, runtime_versions
@@ -348,6 +348,8 @@ def _build(opts: ExportOptions, v: _Validated, progress: Progress):
         fault_point("weights_read")
         fault_point("traced")
         return obj, signatures, None
+    from export.build.precision import Precision  # TensorFlow: only once the inputs were checked
+
     read = progress.counting(v.reader.read, _weights_read(v))
     if v.task is not None:
         from export.build.task_model import build_task_model

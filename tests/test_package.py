@@ -98,7 +98,7 @@ def test_instance_version_must_be_a_positive_integer(exports, tmp_path):
 def test_card_for_the_seed_model_matches_the_seed_page():
     facts = ExportFacts("model", "wordpiece", vocab_size=28996, do_lower_case=False,
                         verification="max relative error 6.9e-06 (tolerance 1e-05)", layers=24, hidden_size=1024,
-                        heads=16, export_format="legacy", parameter_count=333_579_264)
+                        heads=16, export_format="legacy", parameter_count=333_579_264, fine_tunable=True)
     card = model_card(facts, CardMetadata.for_published_model("bert_en_cased_L-24_H-1024_A-16"), "handle")
     assert card.startswith("# Module tensorflow/bert_en_cased_L-24_H-1024_A-16/1\n")
     assert SEED_METADATA in card

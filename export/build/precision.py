@@ -16,8 +16,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-FLOAT32, BFLOAT16 = "float32", "bfloat16"
-DTYPES = (FLOAT32, BFLOAT16)
+from export.build.dtypes import BFLOAT16, FLOAT32
 
 
 def is_matmul_weight(canonical_name: str) -> bool:

@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 
 from absl import flags, logging  # noqa: E402
 
+from export.build.dtypes import DTYPES, FLOAT32  # noqa: E402
 from export.cli.common import answered_help, fail, missing_package, parse_flags  # noqa: E402
 from export.errors import InputError, VerificationError, WriteError  # noqa: E402
 from export.process import prepare_export_process  # noqa: E402
@@ -67,7 +68,7 @@ flags.DEFINE_boolean("text_signatures", True, "Task exports: add the raw-text si
                      "need the TensorFlow Text ops wherever the model is loaded.")
 flags.DEFINE_integer("max_answer_length", 30, "question_answering: the longest answer span serve_text returns, "
                      "in tokens.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+flags.DEFINE_enum("dtype", FLOAT32, list(DTYPES),
                   "Models: the precision of the weights and matmuls. bfloat16 halves the artifact and serves "
                   "faster on CPUs with AMX or AVX512-BF16 (amx_bf16 / avx512_bf16 in /proc/cpuinfo); LayerNorm, "
                   "softmax and residual sums stay float32; inputs and outputs do not change; not fine-tunable.")
