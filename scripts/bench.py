@@ -515,6 +515,11 @@ def update_build_md(table: str) -> None:
         f.write(pattern.sub(lambda m: m.group(1) + table + m.group(2), text))
 
 
+def write_json(path: str, info: dict, results: list[dict]) -> None:
+    with open(path, "w") as f:
+        json.dump({"machine": info, "results": results, "growth": growth(results), "targets": TARGETS}, f, indent=2)
+
+
 def main(argv):
     del argv
     unknown = [s for s in FLAGS.size if s not in ("tiny", "base", "large")]
@@ -529,15 +534,16 @@ def main(argv):
     else:
         info = machine()
         work = tempfile.mkdtemp(prefix="bert-export-bench-")
+        results = []
         try:
-            results = [bench_size(size, work) for size in FLAGS.size]
+            for size in FLAGS.size:
+                results.append(bench_size(size, work))
+                if FLAGS.json:  # after each size: an interrupted long run keeps what it measured
+                    write_json(FLAGS.json, info, results)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     table = render(results, info)
     print(table)
-    if FLAGS.json and not FLAGS.render_json:
-        with open(FLAGS.json, "w") as f:
-            json.dump({"machine": info, "results": results, "growth": growth(results), "targets": TARGETS}, f, indent=2)
     if FLAGS.update_build_md:
         update_build_md(table)
 
