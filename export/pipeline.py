@@ -283,9 +283,23 @@ def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportR
     logging.info("do_lower_case=%s (%s)", v.casing.do_lower_case, v.casing.how)
     version = writer.choose_version(opts.export_path, opts.version, opts.overwrite)
 
-    import tensorflow as tf  # only once inputs are valid
+    import tensorflow  # noqa: F401  (only once inputs are valid)
 
     timings["validate_and_import"] = time.monotonic() - start
+    # The verifier process starts now, on the other core: it imports TensorFlow and computes its
+    # reference from the checkpoint while this process builds and saves.
+    pending = _start_verification(opts, v) if opts.verify else None
+    try:
+        return _build_save_verify_publish(opts, v, version, pending, progress, timings, start)
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def _build_save_verify_publish(opts: ExportOptions, v: _Validated, version: int, pending, progress: Progress,
+                               timings: dict[str, float], start: float) -> ExportResult:
+    from export.build import saving
+
     t = time.monotonic()
     obj, signatures, counts = _build(opts, v, progress)
     signature_names = sorted(signatures)
@@ -299,20 +313,21 @@ def run_export(opts: ExportOptions, progress: Progress | None = None) -> ExportR
         t = time.monotonic()
         progress.stage("saving the SavedModel")
         with _quiet_absl_info():  # TF's saver logs internals (temporary paths, sharding) at INFO
-            _writing(opts.export_path, functools.partial(tf.saved_model.save, obj, temp_dir, signatures=signatures))
+            _writing(opts.export_path, functools.partial(saving.save, obj, temp_dir, signatures))
         fault_point("saved")
         del obj, signatures
         gc.collect()  # the weights are on disk now; free them before the verifier loads its copy
         timings["save"] = time.monotonic() - t
 
         verification = None
-        if opts.verify:
+        if pending is not None:
             t = time.monotonic()
             progress.stage("verifying in a fresh process, against an independent reference")
             fault_point("verifier_started")
-            result = _verify(temp_dir, opts, v)
-            timings["verify"] = time.monotonic() - t
-            verification = result.to_json_dict()
+            result = pending.finish(temp_dir)
+            timings["verify"] = time.monotonic() - t  # after the save: the reference was computed during it
+            # The verifier's own phases: its reference ran during the build and save.
+            verification = result.to_json_dict() | {"process_seconds": getattr(pending, "phase_seconds", {})}
             logging.info("verification: %s", result.summary())
             fault_point("verified")
             if not result.passed:
@@ -348,7 +363,8 @@ def _build(opts: ExportOptions, v: _Validated, progress: Progress):
         fault_point("weights_read")
         fault_point("traced")
         return obj, signatures, None
-    from export.build.precision import Precision  # TensorFlow: only once the inputs were checked
+    from export.build import saving  # TensorFlow: only once the inputs were checked
+    from export.build.precision import Precision
 
     read = progress.counting(v.reader.read, _weights_read(v))
     if v.task is not None:
@@ -363,7 +379,8 @@ def _build(opts: ExportOptions, v: _Validated, progress: Progress):
                                 with_mlm=v.export_type == "model_with_mlm", precision=Precision(opts.dtype))
     fault_point("weights_read")
     progress.stage("tracing the signatures")
-    signatures = obj.trace()
+    with saving.tracing_for_save():  # so that saving finds these traces instead of tracing again
+        signatures = obj.trace()
     fault_point("traced")
     # The model's weights (in bfloat16 none is trainable), without the do_lower_case flag.
     weights = [w for w in (obj.mlm if v.export_type == "model_with_mlm" else obj).variables if w.dtype.name != "bool"]
@@ -381,24 +398,38 @@ def _tokenizer_spec(v: _Validated) -> TokenizerSpec:
     return TokenizerSpec(v.vocab.kind, v.vocab.path, v.casing.do_lower_case)
 
 
-def _verify(temp_dir: str, opts: ExportOptions, v: _Validated):
-    """Checks the saved export in a fresh process: numerically for encoders, token by token for
-    the preprocessor. Returns a report with `passed`, `summary()` and `to_json_dict()`."""
+class _AfterSave:
+    """A verification that needs nothing before the save (the preprocessor's: no reference)."""
+
+    def __init__(self, verify):
+        self._verify = verify
+
+    def finish(self, saved_model_dir: str):
+        return self._verify(saved_model_dir)
+
+    def cancel(self) -> None:
+        pass
+
+
+def _start_verification(opts: ExportOptions, v: _Validated):
+    """The fresh-process verifier of this export, started: numerical for encoders and task models
+    (its reference computed while the export is built and saved), token by token for the
+    preprocessor. `finish(saved_model_dir)` returns a report with `passed`, `summary()` and
+    `to_json_dict()`; `cancel()` stops it."""
     if not opts.is_encoder:
         from export.verify.preprocessing import verify_preprocessor_in_fresh_process
 
-        return verify_preprocessor_in_fresh_process(temp_dir, _tokenizer_spec(v))
-    from export.verify.numeric import tolerance_for, verify_in_fresh_process
+        return _AfterSave(lambda path: verify_preprocessor_in_fresh_process(path, _tokenizer_spec(v)))
+    from export.verify.numeric import PendingVerification, tolerance_for
 
     tolerance = tolerance_for(opts.dtype, v.config)  # derived from the precision's rounding
     if v.task is not None:
-        from export.verify.task import verify_task_in_fresh_process
+        from export.verify.task import PendingTaskVerification
 
-        return verify_task_in_fresh_process(temp_dir, v.config, v.reader.checkpoint_path, v.task,
-                                            _tokenizer_spec(v) if opts.text_signatures else None, v.seq_length,
-                                            tolerance)
-    return verify_in_fresh_process(temp_dir, v.export_format, v.config, v.reader.checkpoint_path, tolerance,
-                                   with_mlm=v.export_type == "model_with_mlm")
+        return PendingTaskVerification(v.config, v.reader.checkpoint_path, v.task,
+                                       _tokenizer_spec(v) if opts.text_signatures else None, v.seq_length, tolerance)
+    return PendingVerification(v.export_format, v.config, v.reader.checkpoint_path, tolerance,
+                               with_mlm=v.export_type == "model_with_mlm")
 
 
 def _report(opts: ExportOptions, v: _Validated, version: int, counts: tuple[int, int] | None,

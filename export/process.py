@@ -1,4 +1,6 @@
-"""Process settings that let the exporter give memory back once the weights are saved.
+"""The exporter's process settings, and the verifier processes it starts.
+
+Settings that let the exporter give memory back once the weights are saved:
 
 The export process holds one copy of the weights while it builds and saves, then waits for the
 verifier process, which loads its own copy. For the peak of the two together to stay near one
@@ -16,6 +18,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Callable
 
 from export.errors import InputError, VerificationError
@@ -24,6 +28,7 @@ ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 1 << 20
 _we_disabled_onednn = False
+PHASES_KEY = "phase_seconds"  # the verifier's timings, beside its report
 
 
 def prepare_export_process() -> None:
@@ -58,6 +63,75 @@ def run_verifier_process(module: str, args: list[str], stdin: str | None = None)
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise VerificationError(f"{module} process failed (exit {proc.returncode}): {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class VerifierProcess:
+    """A verifier started ahead of the SavedModel it checks (`python -m <module>`, the consumer's
+    environment): it imports TensorFlow and computes its reference from `request` while the
+    exporter builds and saves, then waits for the directory (`finish`); `alongside_export` False
+    when nothing else runs meanwhile. Its stderr goes to a file, so that a chatty import cannot
+    fill a pipe and stall it."""
+
+    def __init__(self, module: str, request: dict, alongside_export: bool = True):
+        self._module = module
+        self.phase_seconds: dict[str, float] = {}  # the process's own timings, once finished
+        env = environment_for_consumers()
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if alongside_export:  # numpy's reference on one core, the exporter on the other (TF ignores it)
+            env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self._proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._stderr, text=True, encoding="utf-8", env=env)
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it failed already: finish() reports why
+
+    def finish(self, saved_model_dir: str) -> dict:
+        """Hands over the saved directory; returns the JSON report the process prints last. A
+        process that fails is a VerificationError naming its last stderr line."""
+        out, _ = self._proc.communicate(json.dumps({"saved_model_dir": saved_model_dir}) + "\n")
+        self._stderr.seek(0)
+        err = self._stderr.read()
+        self._stderr.close()
+        if self._proc.returncode != 0:
+            tail = (err.strip().splitlines() or ["(no output)"])[-1]
+            raise VerificationError(f"{self._module} process failed (exit {self._proc.returncode}): {tail}")
+        data = json.loads(out.strip().splitlines()[-1])
+        self.phase_seconds = data.pop(PHASES_KEY, {})
+        return data
+
+    def cancel(self) -> None:
+        """Stops the process if it still runs (the export ended before it was needed)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._stderr):
+            if stream and not stream.closed:
+                stream.close()
+
+
+def two_phase_verifier_main(prepare: Callable[[dict], object], check: Callable[[object, str], object]) -> int:
+    """The child's side of VerifierProcess: `prepare(request)` on the first stdin line, then, once the
+    second line names the saved directory, prints `check(prepared, directory)`'s report as JSON on
+    the last line. End of input instead of the directory (the export stopped) exits 0 quietly."""
+    try:
+        started = time.monotonic()
+        prepared = prepare(json.loads(sys.stdin.readline()))
+        prepared_at = time.monotonic()
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        handed_over = time.monotonic()
+        report = check(prepared, json.loads(line)["saved_model_dir"])
+    except (InputError, VerificationError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    phases = {"reference": prepared_at - started, "waiting_for_save": handed_over - prepared_at,
+              "check": time.monotonic() - handed_over}
+    print(json.dumps(report.to_json_dict() | {PHASES_KEY: {k: round(x, 3) for k, x in phases.items()}}), flush=True)
+    os._exit(0)  # nothing is left to write: skip tearing TensorFlow and the model down (~1 s on BERT-large)
 
 
 def verifier_process_main(verify: Callable[[], object]) -> int:

@@ -55,3 +55,16 @@ def test_bench_smoke_tiny(tmp_path):
     assert "| tiny | 8 × 128 |" in proc.stdout and "bfloat16" in proc.stdout  # the serving table
     assert all(result["serving"][f"{name} {batch} default"] > 0
                for name in ("float32", "bfloat16", "tf_models") for batch in (1, 8, 32))
+
+    # What --noserving leaves out: the tables render without the serving rows.
+    serving_keys = {"ours_serving_latency", "reference_serving_latency", "serve_text_latency",
+                    "python_tokenizer_serving_latency", "python_tokenization_latency", "text_batch", "serving",
+                    "all_latencies"}
+    exports_only = {k: v for k, v in result.items() if k not in serving_keys}
+    exports_only["ratios"] = {k: v for k, v in result["ratios"].items() if "serv" not in k}
+    (tmp_path / "exports.json").write_text(json.dumps(data | {"results": [exports_only]}))
+    rendered = subprocess.run([sys.executable, BENCH, f"--render_json={tmp_path / 'exports.json'}"],
+                              capture_output=True, text=True, cwd=REPO)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    assert "| tiny | export wall with verification; baseline: the encoder export |" in rendered.stdout
+    assert "latency" not in rendered.stdout and "| tiny | 8 × 128 |" not in rendered.stdout

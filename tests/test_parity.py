@@ -89,6 +89,35 @@ def test_planted_mapping_bug_fails_verification(bug, monkeypatch, tmp_path, tf1_
     assert os.listdir(base) == []  # no numeric directory, no temporary left behind
 
 
+def _mask_ignored(monkeypatch):
+    encode = model_module.BertEncoderCore.encode
+    monkeypatch.setattr(model_module.BertEncoderCore, "encode", lambda self, ids, mask, types, training: encode(
+        self, ids, tf.ones_like(mask), types, training))
+
+
+def _serving_inputs_swapped(monkeypatch):
+    specs = [tf.TensorSpec([None, None], tf.int32, name=name) for name in model_module.INPUT_NAMES]
+    monkeypatch.setattr(model_module._HubEncoder, "_serving_default", tf.function(
+        lambda self, input_word_ids, input_mask, input_type_ids: self._outputs(input_word_ids, input_type_ids,
+                                                                                input_mask),
+        input_signature=specs, autograph=False))
+
+
+# Bugs in the graph rather than the weights: only padded rows see the mask, and serving_default,
+# which runs the first probe batch only, must still be checked on it.
+PLANTED_GRAPH_BUGS = {"attention_mask_ignored": (_mask_ignored, "worst: __call__"),
+                      "serving_default_mask_and_types_swapped": (_serving_inputs_swapped, "worst: serving_default")}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED_GRAPH_BUGS))
+def test_planted_graph_bug_fails_verification(bug, monkeypatch, tmp_path, tf1_model):
+    plant, worst = PLANTED_GRAPH_BUGS[bug]
+    plant(monkeypatch)
+    with pytest.raises(VerificationError, match=f"verification FAILED.*{worst}"):
+        run_export(_options(tf1_model, tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
 def test_wrong_gelu_form_fails_verification(monkeypatch, tmp_path, tf1_model):
     """Exact-erf GELU where the checkpoint means the tanh approximation is caught (issue's 5e-4 trap)."""
     monkeypatch.setattr(model_module, "_activation",

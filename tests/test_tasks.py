@@ -531,3 +531,45 @@ def test_without_text_signatures_the_export_loads_without_tensorflow_text(tmp_pa
                            "input_word_ids=[[2,5,3]];input_mask=[[1,1,1]];input_type_ids=[[0,0,0]]"],
                           capture_output=True, text=True, env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"})
     assert show.returncode == 0 and "probabilities" in show.stdout, show.stderr[-2000:]
+
+
+# What tf.saved_model.save traces of its own: the signatures' wrappers, the variables' save and
+# restore functions, a lookup table's resource functions. Any other name is an entry point the
+# exporter traced already, traced a second time (seconds per encoder graph on BERT-large).
+SAVE_OWN_TRACES = {"signature_wrapper", "_traced_save", "_traced_restore", "_creator", "_initializer", "_destroyer"}
+
+
+@pytest.mark.parametrize("name, export_type", [(None, "model"), (None, "model_with_mlm"), ("run_classifier", None),
+                                               ("hf_token", None), ("run_squad", None)])
+def test_saving_does_not_trace_the_entry_points_again(name, export_type, checkpoints, tf1_model, monkeypatch,
+                                                      tmp_path):
+    from tensorflow.python.eager.polymorphic_function import tracing_compilation
+
+    from export.build import saving
+
+    traced = {"build": [], "save": []}
+    phase = ["build"]
+    create = tracing_compilation._create_concrete_function
+
+    def counting(function_type, type_context, func_graph, tracing_options):
+        traced[phase[0]].append(tracing_options.name)
+        return create(function_type, type_context, func_graph, tracing_options)
+
+    def save(*args, **kwargs):
+        phase[0] = "save"
+        return real_save(*args, **kwargs)
+
+    real_save = saving.save
+    monkeypatch.setattr(tracing_compilation, "_create_concrete_function", counting)
+    monkeypatch.setattr(saving, "save", save)
+    if name is None:
+        model = make_tf1_model(tmp_path / "tf1", mlm=True)
+        opts = ExportOptions(model.bert_config_file, model.checkpoint, model.vocab_file, str(tmp_path / "out"),
+                             export_type=export_type, verify=False)
+    else:
+        opts = ExportOptions(None, _checkpoint_flag(checkpoints[name]), None, str(tmp_path / "out"), verify=False,
+                             label_names=",".join(NLI_LABELS) if name == "run_classifier" else None,
+                             default_seq_length=64 if name == "run_squad" else None)
+    run_export(opts)
+    assert traced["build"].count("__call__") >= 2 and "serve" in traced["build"]  # the hook sees traces
+    assert set(traced["save"]) <= SAVE_OWN_TRACES, traced["save"]

@@ -1,8 +1,8 @@
 """The TensorFlow encoder and the two TF Hub objects built around it.
 
 The encoder is written with raw TF ops in one Python function, not as Keras layers: each exported
-entry point is then one traced graph (instead of a SavedModel function per Keras layer), and each
-weight is one `tf.Variable` created straight from the reader's array (no second copy is kept).
+entry point is then one traced graph (instead of a SavedModel function per Keras layer) holding
+the transformer layer once, as a function it calls per layer, and each weight is one `tf.Variable` created straight from the reader's array (no second copy is kept).
 The math is tf-models-official's `BertEncoder` (post-LayerNorm transformer, the google-research
 `(1 - mask) * -10000` attention bias, GELU in the source's form).
 """
@@ -16,14 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 from export.build.precision import Precision
+from export.build.saving import call_specs
 from export.config import BertConfig
 from export.vocab import TokenizerFile
-from export.weights import expected_shapes, mlm_shapes
+from export.weights import LAYER_SUFFIXES, expected_shapes, mlm_shapes
 
 FORMATS = ("legacy", "v2")
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 MLM_POSITIONS = "masked_lm_positions"
-_INPUT_SPEC = tf.TensorSpec([None, None], tf.int32)
 _NAMED_SPECS = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
 
@@ -93,20 +93,35 @@ class BertEncoderCore(_AutoTrackable):
         def split_heads(t: tf.Tensor) -> tf.Tensor:  # [B*S, H] -> [B, A, S, d]
             return tf.transpose(tf.reshape(t, [batch, seq, heads, head_size]), [0, 2, 1, 3])
 
-        layer_outputs = []
-        for i in range(c.num_hidden_layers):
-            p = f"layer_{i}/"
-            q = split_heads(self._dense(x, p + "attention/query"))
-            k = split_heads(self._dense(x, p + "attention/key"))
-            v = split_heads(self._dense(x, p + "attention/value"))
+        def dense(t: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+            return self.precision.matmul(t, kernel) + bias
+
+        def layer_norm(t: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) -> tf.Tensor:
+            return _layer_norm(t, gamma, beta, c.layer_norm_eps)
+
+        def transformer_layer(x, attention_bias, *weights):
+            w = dict(zip(LAYER_SUFFIXES, weights))
+            q = split_heads(dense(x, w["attention/query/kernel"], w["attention/query/bias"]))
+            k = split_heads(dense(x, w["attention/key/kernel"], w["attention/key/bias"]))
+            v = split_heads(dense(x, w["attention/value/kernel"], w["attention/value/bias"]))
             scores = self.precision.matmul(q, k, transpose_b=True) * scale + attention_bias
             probs = dropout(tf.nn.softmax(scores, axis=-1), c.attention_probs_dropout_prob, training)
             context = tf.reshape(tf.transpose(self.precision.matmul(probs, v), [0, 2, 1, 3]), [-1, hidden])
-            attended = dropout(self._dense(context, p + "attention/output"), c.hidden_dropout_prob, training)
-            x = self._layer_norm(x + attended, p + "attention/ln")
-            inner = self._activation(self._dense(x, p + "intermediate"))
-            out = dropout(self._dense(inner, p + "output"), c.hidden_dropout_prob, training)
-            x = self._layer_norm(x + out, p + "output/ln")
+            attended = dropout(dense(context, w["attention/output/kernel"], w["attention/output/bias"]),
+                               c.hidden_dropout_prob, training)
+            x = layer_norm(x + attended, w["attention/ln/gamma"], w["attention/ln/beta"])
+            inner = self._activation(dense(x, w["intermediate/kernel"], w["intermediate/bias"]))
+            out = dropout(dense(inner, w["output/kernel"], w["output/bias"]), c.hidden_dropout_prob, training)
+            return layer_norm(x + out, w["output/ln/gamma"], w["output/ln/beta"])
+
+        # Every layer is the same graph on its own weights: traced once and called per layer, the
+        # entry points' graphs (and the SavedModel) hold it once, not num_hidden_layers times.
+        # TensorFlow inlines the calls when it runs the graph, so what runs is unchanged. Made
+        # here, it is no attribute of the object: nothing saves it but the calls.
+        layer = tf.function(transformer_layer, autograph=False)
+        layer_outputs = []
+        for i in range(c.num_hidden_layers):
+            x = layer(x, attention_bias, *(self._w(f"layer_{i}/{name}").value() for name in LAYER_SUFFIXES))
             layer_outputs.append(tf.reshape(x, [batch, seq, hidden]))
         sequence_output = layer_outputs[-1]
         pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :], "pooler")) if self._pooler else None
@@ -164,7 +179,7 @@ class MaskedLMEntry(_AutoTrackable):
         return {key: out[key] for key in ("pooled_output", "sequence_output", "mlm_logits")}
 
     def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        spec = {name: _INPUT_SPEC for name in INPUT_NAMES + (MLM_POSITIONS,)}
+        spec = call_specs(INPUT_NAMES + (MLM_POSITIONS,))
         self.__call__.get_concrete_function(spec, training=True)
         self.__call__.get_concrete_function(spec, training=False)
         return {"mlm": self._serving_mlm.get_concrete_function()}
@@ -227,7 +242,7 @@ class LegacyHubEncoder(_HubEncoder):
 
     @staticmethod
     def _call_spec():
-        return [_INPUT_SPEC, _INPUT_SPEC, _INPUT_SPEC]
+        return call_specs(None, len(INPUT_NAMES))
 
     @staticmethod
     def _pack(word_ids, mask, type_ids):
@@ -250,7 +265,7 @@ class V2HubEncoder(_HubEncoder):
 
     @staticmethod
     def _call_spec():
-        return {name: _INPUT_SPEC for name in INPUT_NAMES}
+        return call_specs(INPUT_NAMES)
 
     @staticmethod
     def _pack(word_ids, mask, type_ids):

@@ -132,6 +132,14 @@ class _Tokenize(_AutoTrackable):
             self.with_char_offsets = tf.function(self._ids_and_char_offsets, input_signature=[_SENTENCES_SPEC],
                                                  autograph=False)
 
+    def trace(self) -> None:
+        """Traces the entry points from eager code: a first trace from inside another function's
+        graph is keyed to that graph, and saving would trace them again."""
+        self.__call__.get_concrete_function()
+        self.get_special_tokens_dict.__call__.get_concrete_function()
+        if hasattr(self, "with_char_offsets"):
+            self.with_char_offsets.get_concrete_function()
+
     def _ids_and_char_offsets(self, sentences):
         raise NotImplementedError
 

@@ -17,12 +17,12 @@ import tensorflow as tf
 from export.build.encoder import INPUT_NAMES, BertEncoderCore
 from export.build.heads import HEADS, TaskHead
 from export.build.precision import Precision
+from export.build.saving import call_specs
 from export.config import BertConfig
 from export.tasks import QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TaskSpec
 from export.vocab import TokenizerFile, TokenizerSpec
 
 _AutoTrackable = tf.__internal__.tracking.AutoTrackable
-_INPUT_SPEC = tf.TensorSpec([None, None], tf.int32)
 _INT32_SPECS = [tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES]
 _INT64_SPECS = [tf.TensorSpec([None, None], tf.int64, name=name) for name in INPUT_NAMES]
 
@@ -88,13 +88,14 @@ class TaskModel(_AutoTrackable):
     def trace(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """Traces every entry point; returns the signatures to save. A text signature `serve_x` is
         the subclass's method `_serve_x`, on the string inputs export.tasks names for it."""
-        spec = {name: _INPUT_SPEC for name in INPUT_NAMES}
+        spec = call_specs(INPUT_NAMES)
         self.__call__.get_concrete_function(spec, training=True)
         self.__call__.get_concrete_function(spec, training=False)
         self.serve.get_concrete_function()
         signatures = {"serving_default": _signature(self._serving_default, *_INT32_SPECS),
                       "serve_int64": _signature(self._serve_int64, *_INT64_SPECS)}
         if hasattr(self, "tokenize"):
+            self.tokenize.trace()
             for name, inputs in self._spec.text_signature_inputs().items():
                 signatures[name] = _signature(getattr(self, "_" + name), *(_text_spec(i) for i in inputs))
         return signatures

@@ -1,23 +1,30 @@
 """Numerical verification of a SavedModel against the independent numpy reference.
 
-`verify_saved_model` does the work in the calling process; `verify_in_fresh_process` runs it in a
-new Python process (as `python -m export.verify.numeric`), so that what is checked is the SavedModel on
-disk, loaded the way a consumer loads it, not the objects that wrote it.
+`verify_saved_model` does the work in the calling process. `PendingVerification` runs it in a new
+Python process (`python -m export.verify.numeric`), so that what is checked is the SavedModel on
+disk, loaded the way a consumer loads it, not the objects that wrote it; the exporter starts that
+process before it saves, and the process computes the reference meanwhile (the two phases:
+`compute_encoder_reference`, then `check_saved_model` once the directory is handed over).
+`verify_in_fresh_process` is both at once, for a SavedModel that exists already.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
 import sys
+from typing import Callable
 
 import numpy as np
 
 from export.config import BertConfig, parse_bert_config
 from export.errors import VerificationError
-from export.process import run_verifier_process, verifier_process_main
+from export.process import VerifierProcess, two_phase_verifier_main
 
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+MLM_POSITIONS = "masked_lm_positions"
 TOLERANCE = 1e-5  # float32 exports
 BFLOAT16_UNIT_ROUNDOFF = 2.0 ** -9  # round-to-nearest of an 8-bit significand: relative error <= 2^-9
 
@@ -71,12 +78,13 @@ class VerificationReport:
 
 
 def fixed_batches(config: BertConfig) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Fixed int32 batches: several batch sizes and lengths, padded and unpadded rows, two segments."""
+    """Fixed int32 probe batches, few tokens for what they cover: batch 3 x seq 16 (real lengths
+    16, 9 and 3: unpadded and padded rows), and batch 1 x seq 48 (one row of 48 real tokens:
+    positions past 16); each row's second half is segment 1. 96 token positions in all."""
     rng = np.random.default_rng(20240611)
     longest = min(48, config.max_position_embeddings)
-    cases = [(1, min(5, longest), [min(5, longest)]),
-             (3, min(16, longest), [min(16, longest), min(9, longest), min(3, longest)]),
-             (2, longest, [longest, max(1, longest // 3)])]
+    cases = [(3, min(16, longest), [min(16, longest), min(9, longest), min(3, longest)]),
+             (1, longest, [longest])]
     batches = []
     for batch, seq, lengths in cases:
         ids = np.zeros((batch, seq), np.int32)
@@ -122,40 +130,53 @@ def relative_error(exported: list[np.ndarray], reference: list[np.ndarray],
     return float(max(diffs) / max(max(scales), 1e-30))
 
 
+def run_calls(calls: list[tuple[str, Callable[[], dict]]]) -> dict[str, list[dict]]:
+    """Runs each (entry, call), two at a time; returns entry -> its calls' outputs, in order. A
+    loaded function's first call on a new input shape spends about a second (BERT-large) in
+    TensorFlow's single-threaded preparation of the graph; two of those overlap on two cores."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        outputs = list(pool.map(lambda call: call[1](), calls))
+    results: dict[str, list[dict]] = {}
+    for (entry, _), output in zip(calls, outputs):
+        results.setdefault(entry, []).append(output)
+    return results
+
+
+def _numpy_outputs(outputs: dict) -> dict:
+    return {k: [t.numpy() for t in v] if isinstance(v, list) else v.numpy() for k, v in outputs.items()}
+
+
 def run_saved_model(saved_model_dir: str, export_format: str, batches,
                     mlm_positions: list[np.ndarray] | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Runs the batches through `__call__` (training=False) and `serving_default`; with
-    `mlm_positions`, also through `.mlm` (training=False) and the `mlm` signature."""
+    """Runs the batches through `__call__` (training=False), and the first (padded rows, two
+    segments) through `serving_default`, which wraps the same graph: its inputs' and outputs'
+    wiring is what it adds. With `mlm_positions`, likewise `.mlm` and the `mlm` signature.
+    Each entry's list holds its batches' outputs, in order."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(saved_model_dir)
     serving = loaded.signatures["serving_default"]
-    results: dict[str, list[dict[str, np.ndarray]]] = {"__call__": [], "serving_default": []}
-    if mlm_positions is not None:
-        results |= {"mlm": [], "mlm signature": []}
-        for (ids, mask, types), positions in zip(batches, mlm_positions):
-            inputs = {name: tf.constant(array) for name, array in (
-                ("input_word_ids", ids), ("input_mask", mask), ("input_type_ids", types),
-                ("masked_lm_positions", positions))}
-            out = loaded.mlm(inputs, training=False)
-            results["mlm"].append({k: [t.numpy() for t in v] if isinstance(v, list) else v.numpy()
-                                   for k, v in out.items()})
-            served = loaded.signatures["mlm"](**inputs)
-            results["mlm signature"].append({k: v.numpy() for k, v in served.items()})
-    for ids, mask, types in batches:
-        ids_t, mask_t, types_t = (tf.constant(a) for a in (ids, mask, types))
+    calls = []
+    for b, (ids, mask, types) in enumerate(batches):
+        inputs = dict(zip(INPUT_NAMES, (tf.constant(a) for a in (ids, mask, types))))
         if export_format == "legacy":
-            pooled, sequence = loaded([ids_t, mask_t, types_t], training=False)
-            results["__call__"].append({"pooled_output": pooled.numpy(), "sequence_output": sequence.numpy()})
+            def call(inputs=inputs):
+                pooled, sequence = loaded([inputs[name] for name in INPUT_NAMES], training=False)
+                return {"pooled_output": pooled.numpy(), "sequence_output": sequence.numpy()}
         else:
-            out = loaded({"input_word_ids": ids_t, "input_mask": mask_t, "input_type_ids": types_t},
-                         training=False)
-            results["__call__"].append({
-                "pooled_output": out["pooled_output"].numpy(), "sequence_output": out["sequence_output"].numpy(),
-                "default": out["default"].numpy(), "encoder_outputs": [t.numpy() for t in out["encoder_outputs"]]})
-        served = serving(input_word_ids=ids_t, input_mask=mask_t, input_type_ids=types_t)
-        results["serving_default"].append({k: v.numpy() for k, v in served.items()})
-    return results
+            def call(inputs=inputs):
+                out = _numpy_outputs(loaded(inputs, training=False))
+                return {k: out[k] for k in ("pooled_output", "sequence_output", "default", "encoder_outputs")}
+        calls.append(("__call__", call))
+        if b == 0:
+            calls.append(("serving_default", lambda inputs=inputs: _numpy_outputs(serving(**inputs))))
+        if mlm_positions is not None:
+            with_positions = inputs | {MLM_POSITIONS: tf.constant(mlm_positions[b])}
+            calls.append(("mlm", lambda feeds=with_positions: _numpy_outputs(loaded.mlm(feeds, training=False))))
+            if b == 0:
+                calls.append(("mlm signature",
+                              lambda feeds=with_positions: _numpy_outputs(loaded.signatures["mlm"](**feeds))))
+    return run_calls(calls)
 
 
 def min_row_cosine(exported: list[np.ndarray], reference: list[np.ndarray], masks: list[np.ndarray]) -> float:
@@ -169,29 +190,65 @@ def min_row_cosine(exported: list[np.ndarray], reference: list[np.ndarray], mask
 
 
 def compare_to_reference(results, reference, batches) -> dict[str, dict[str, float]]:
-    masks = [mask for _, mask, _ in batches]
+    """Each entry's figures over the batches it ran (the first ones: see run_saved_model)."""
     figures: dict[str, dict[str, float]] = {}
     for entry, per_batch in results.items():
+        reference_of, masks = reference[:len(per_batch)], [mask for _, mask, _ in batches[:len(per_batch)]]
         figures[entry] = {
             "pooled_output": relative_error([o["pooled_output"] for o in per_batch],
-                                            [r.pooled_output for r in reference]),
+                                            [r.pooled_output for r in reference_of]),
             "sequence_output": relative_error([o["sequence_output"] for o in per_batch],
-                                              [r.sequence_output for r in reference], masks),
+                                              [r.sequence_output for r in reference_of], masks),
         }
         if "default" in per_batch[0]:
             figures[entry]["default"] = relative_error([o["default"] for o in per_batch],
-                                                       [r.pooled_output for r in reference])
+                                                       [r.pooled_output for r in reference_of])
         if "encoder_outputs" in per_batch[0]:
-            layers = len(reference[0].encoder_outputs)
+            layers = len(reference_of[0].encoder_outputs)
             if any(len(o["encoder_outputs"]) != layers for o in per_batch):
                 raise VerificationError(f"encoder_outputs does not hold {layers} layers")
             figures[entry]["encoder_outputs"] = max(
                 relative_error([o["encoder_outputs"][i] for o in per_batch],
-                               [r.encoder_outputs[i] for r in reference], masks) for i in range(layers))
+                               [r.encoder_outputs[i] for r in reference_of], masks) for i in range(layers))
         if "mlm_logits" in per_batch[0]:
             figures[entry]["mlm_logits"] = relative_error([o["mlm_logits"] for o in per_batch],
-                                                          [r.mlm_logits for r in reference])
+                                                          [r.mlm_logits for r in reference_of])
     return figures
+
+
+@dataclasses.dataclass
+class EncoderReference:
+    """What the verifier computes before the SavedModel exists: the probe batches, and the numpy
+    reference's outputs on them (a layer at a time; its working set is gone before the load)."""
+    config: BertConfig
+    batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    positions: list[np.ndarray] | None
+    outputs: list  # ReferenceOutputs, one per batch
+
+
+def compute_encoder_reference(config: BertConfig, checkpoint_path: str, with_mlm: bool = False) -> EncoderReference:
+    from export.checkpoints import open_checkpoint
+    from export.checkpoints.check import check_checkpoint
+    from export.verify.reference import reference_forward
+
+    batches = fixed_batches(config)
+    positions = fixed_mlm_positions(batches) if with_mlm else None
+    reader = open_checkpoint(checkpoint_path)
+    check_checkpoint(reader, config, "config")  # also declares the weights the exporter initialised
+    return EncoderReference(config, batches, positions, reference_forward(config, reader.read, batches, positions))
+
+
+def check_saved_model(saved_model_dir: str, export_format: str, reference: EncoderReference,
+                      tolerance: float = TOLERANCE) -> VerificationReport:
+    """Compares the SavedModel at `saved_model_dir` with the precomputed reference."""
+    results = run_saved_model(saved_model_dir, export_format, reference.batches, reference.positions)
+    figures = compare_to_reference(results, reference.outputs, reference.batches)
+    passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())
+    masks = [mask for _, mask, _ in reference.batches]
+    cosine = min(min_row_cosine([o["sequence_output"] for o in per_batch],
+                                [r.sequence_output for r in reference.outputs[:len(per_batch)]], masks)
+                 for per_batch in results.values())
+    return VerificationReport(passed, tolerance, figures, describe_batches(reference.batches), cosine)
 
 
 def verify_saved_model(saved_model_dir: str, export_format: str, config: BertConfig,
@@ -199,39 +256,55 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
                        with_mlm: bool = False) -> VerificationReport:
     """Compares the SavedModel at `saved_model_dir` with the numpy reference of the checkpoint
     (`with_mlm`: the `.mlm` subobject's logits too)."""
-    from export.checkpoints import open_checkpoint
-    from export.verify.reference import reference_forward
-    from export.checkpoints.check import check_checkpoint
+    return check_saved_model(saved_model_dir, export_format, compute_encoder_reference(config, checkpoint_path,
+                                                                                       with_mlm), tolerance)
 
-    batches = fixed_batches(config)
-    positions = fixed_mlm_positions(batches) if with_mlm else None
-    reader = open_checkpoint(checkpoint_path)
-    check_checkpoint(reader, config, "config")  # also declares the weights the exporter initialised
-    # The reference first: its layer-at-a-time working set is gone before the SavedModel loads.
-    reference = reference_forward(config, reader.read, batches, positions)
-    results = run_saved_model(saved_model_dir, export_format, batches, positions)
-    figures = compare_to_reference(results, reference, batches)
-    passed = all(v <= tolerance for outputs in figures.values() for v in outputs.values())
-    cosine = min(min_row_cosine([o["sequence_output"] for o in per_batch], [r.sequence_output for r in reference],
-                                [mask for _, mask, _ in batches]) for per_batch in results.values())
-    return VerificationReport(passed, tolerance, figures, describe_batches(batches), cosine)
+
+class PendingVerification:
+    """A fresh verifier process started before the save: it computes the reference meanwhile.
+    `finish(saved_model_dir)` returns the report; `cancel()` stops it."""
+
+    def __init__(self, export_format: str, config: BertConfig, checkpoint_path: str, tolerance: float = TOLERANCE,
+                 with_mlm: bool = False, alongside_export: bool = True):
+        self._process = VerifierProcess("export.verify.numeric", {
+            "export_format": export_format, "config": config.to_json_dict(), "checkpoint_path": checkpoint_path,
+            "tolerance": tolerance, "with_mlm": with_mlm}, alongside_export)
+
+    def finish(self, saved_model_dir: str) -> VerificationReport:
+        data = self._process.finish(saved_model_dir)
+        return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"],
+                                  data["min_cosine"])
+
+    @property
+    def phase_seconds(self) -> dict[str, float]:
+        return self._process.phase_seconds
+
+    def cancel(self) -> None:
+        self._process.cancel()
 
 
 def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: BertConfig,
                             checkpoint_path: str, tolerance: float = TOLERANCE,
                             with_mlm: bool = False) -> VerificationReport:
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
-    data = run_verifier_process("export.verify.numeric", [saved_model_dir, export_format, json.dumps(config.to_json_dict()),
-                                                  checkpoint_path, repr(tolerance), "mlm" if with_mlm else "encoder"])
-    return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"], data["min_cosine"])
+    pending = PendingVerification(export_format, config, checkpoint_path, tolerance, with_mlm, alongside_export=False)
+    try:
+        return pending.finish(saved_model_dir)
+    finally:
+        pending.cancel()
 
 
-def _main(argv: list[str]) -> int:
-    saved_model_dir, export_format, config_json, checkpoint_path, tolerance, entries = argv
-    config = parse_bert_config(json.loads(config_json), "config")
-    return verifier_process_main(lambda: verify_saved_model(
-        saved_model_dir, export_format, config, checkpoint_path, float(tolerance), with_mlm=entries == "mlm"))
+def _prepare(request: dict) -> tuple[dict, EncoderReference]:
+    import tensorflow  # noqa: F401  (imported while the exporter still saves, off the critical path)
+
+    config = parse_bert_config(request["config"], "config")
+    return request, compute_encoder_reference(config, request["checkpoint_path"], request["with_mlm"])
+
+
+def _check(prepared: tuple[dict, EncoderReference], saved_model_dir: str) -> VerificationReport:
+    request, reference = prepared
+    return check_saved_model(saved_model_dir, request["export_format"], reference, request["tolerance"])
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(two_phase_verifier_main(_prepare, _check))

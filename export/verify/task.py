@@ -3,7 +3,8 @@
 Tensor entry points (`__call__`, `serve`, `serving_default`, `serve_int64`) are compared with
 the independent float64 numpy reference, the encoder (`reference.py`) plus the head
 (`head_reference.py`), both computed from the checkpoint's arrays, on the fixed batches of the
-encoder's verification. Probabilities are compared with the reference's own softmax or sigmoid,
+encoder's verification (`__call__` on all of them; the other three, which wrap the same graph, on
+the first). Probabilities are compared with the reference's own softmax or sigmoid,
 and the saved label names with the ones the export was given, in id order.
 
 Text signatures: `tokenize` and `tokenize.with_char_offsets` must give the Python tokenizer's ids
@@ -11,6 +12,10 @@ on the built-in sentences; every text signature must return `serving_default`'s 
 reference's packing of the same text; labels must be the given names at the argmax; offsets must
 lie in the text, one per packed text token; and a QA answer must be the best allowed span (by
 exhaustive search), its text the context's own characters at its offsets.
+
+As for encoders (`numeric.py`), the exporter starts the process before it saves: the reference
+is computed meanwhile (`compute_task_reference`), and `check_task` runs once the directory is
+handed over.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ import sys
 import numpy as np
 
 from export.config import BertConfig, parse_bert_config
-from export.process import run_verifier_process, verifier_process_main
+from export.process import VerifierProcess, two_phase_verifier_main
 from export.tasks import HEAD_BIAS, HEAD_KERNEL, QUESTION_ANSWERING, SEQUENCE_CLASSIFICATION, \
     TOKEN_CLASSIFICATION, TaskSpec
-from export.verify.numeric import TOLERANCE, describe_batches, fixed_batches, relative_error
+from export.verify.numeric import INPUT_NAMES, TOLERANCE, describe_batches, fixed_batches, relative_error, \
+    run_calls
 from export.vocab import TokenizerSpec
 
-INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 TENSOR_ENTRIES = ("__call__", "serve", "serving_default", "serve_int64")
 TEXT_TOLERANCE = 1e-6  # a text signature against serving_default on the same ids: the same graph
 # The end-to-end batches: each row costs its packed length twice (the text signature, then
@@ -89,6 +94,7 @@ def _compare(spec: TaskSpec, got: list[dict[str, np.ndarray]], want: list[dict[s
         if sorted(k for k in out if k in spec.tensor_outputs()) != sorted(spec.tensor_outputs()):
             failures.append(f"{what}: outputs {sorted(out)}, expected {sorted(spec.tensor_outputs())}")
             return figures
+    want, masks = want[:len(got)], masks[:len(got)]  # an entry that ran on the first batches only
     for name in spec.tensor_outputs():
         figures[name] = relative_error([o[name] for o in got], [w[name] for w in want],
                                        masks if _per_token(spec, name) else None)
@@ -98,45 +104,60 @@ def _compare(spec: TaskSpec, got: list[dict[str, np.ndarray]], want: list[dict[s
 
 
 def _run_tensor_entries(loaded, batches) -> dict[str, list[dict[str, np.ndarray]]]:
+    """`__call__` on every batch; `serve`, `serving_default` and `serve_int64`, which wrap the same
+    graph (their wiring, and the int64 cast, is what they add), on the first: padded rows, two
+    segments."""
     import tensorflow as tf
 
-    results: dict[str, list[dict[str, np.ndarray]]] = {entry: [] for entry in TENSOR_ENTRIES}
-    for arrays in batches:
+    calls = []
+    for b, arrays in enumerate(batches):
         feeds = {name: tf.constant(a) for name, a in zip(INPUT_NAMES, arrays)}
-        results["__call__"].append(_numpy(loaded(feeds, training=False)))
-        results["serve"].append(_numpy(loaded.serve(feeds)))
-        results["serving_default"].append(_numpy(loaded.signatures["serving_default"](**feeds)))
-        results["serve_int64"].append(_numpy(loaded.signatures["serve_int64"](
-            **{name: tf.cast(t, tf.int64) for name, t in feeds.items()})))
-    return results
+        calls.append(("__call__", lambda feeds=feeds: _numpy(loaded(feeds, training=False))))
+        if b == 0:
+            int64 = {name: tf.cast(t, tf.int64) for name, t in feeds.items()}
+            calls += [("serve", lambda feeds=feeds: _numpy(loaded.serve(feeds))),
+                      ("serving_default", lambda feeds=feeds: _numpy(loaded.signatures["serving_default"](**feeds))),
+                      ("serve_int64", lambda int64=int64: _numpy(loaded.signatures["serve_int64"](**int64)))]
+    return run_calls(calls)
 
 
-def verify_task(saved_model_dir: str, config: BertConfig, checkpoint_path: str, spec: TaskSpec,
-                tokenizer: TokenizerSpec | None, seq_length: int | None,
-                tolerance: float = TOLERANCE) -> TaskVerificationReport:
-    """Compares the task export at `saved_model_dir` with the references (see the module's doc).
-    `tokenizer` None: the export has no text signatures."""
-    import tensorflow as tf
+@dataclasses.dataclass
+class TaskReference:
+    """What the verifier computes before the SavedModel exists: the probe batches and the
+    encoder-plus-head reference's outputs on them."""
+    batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    expected: list[dict[str, np.ndarray]]
 
+
+def compute_task_reference(config: BertConfig, checkpoint_path: str, spec: TaskSpec) -> TaskReference:
     from export.checkpoints import open_checkpoint
     from export.checkpoints.check import bind_head, check_checkpoint
     from export.verify.head_reference import REFERENCES
     from export.verify.reference import reference_forward
 
-    if tokenizer is not None:
-        import tensorflow_text  # noqa: F401  (registers the text signatures' ops before loading)
     reader = open_checkpoint(checkpoint_path)
     check_checkpoint(reader, config, "config", pooler=spec.uses_pooler)  # declares what the exporter initialised
     bind_head(reader, spec)
     batches = fixed_batches(config)
-    masks = [mask for _, mask, _ in batches]
     kernel, bias = reader.read(HEAD_KERNEL).astype(np.float64), reader.read(HEAD_BIAS).astype(np.float64)
-    # The reference first: its working set is gone before the SavedModel loads.
-    expected = [REFERENCES[spec.task](spec, r.pooled_output, r.sequence_output, kernel, bias)
-                for r in reference_forward(config, reader.read, batches, pooler=spec.uses_pooler)]
+    # Layer at a time: its working set is gone before the SavedModel loads.
+    return TaskReference(batches, [REFERENCES[spec.task](spec, r.pooled_output, r.sequence_output, kernel, bias)
+                                   for r in reference_forward(config, reader.read, batches, pooler=spec.uses_pooler)])
+
+
+def check_task(saved_model_dir: str, reference: TaskReference, spec: TaskSpec, tokenizer: TokenizerSpec | None,
+               seq_length: int | None, tolerance: float = TOLERANCE) -> TaskVerificationReport:
+    """Compares the task export at `saved_model_dir` with the precomputed reference and, with a
+    `tokenizer`, its text signatures with the Python tokenizer and serving_default."""
+    import tensorflow as tf
+
+    if tokenizer is not None:
+        import tensorflow_text  # noqa: F401  (registers the text signatures' ops before loading)
+    batches = reference.batches
+    masks = [mask for _, mask, _ in batches]
     loaded = tf.saved_model.load(saved_model_dir)
     failures: list[str] = []
-    figures = {entry: _compare(spec, got, expected, masks, entry, tolerance, failures)
+    figures = {entry: _compare(spec, got, reference.expected, masks, entry, tolerance, failures)
                for entry, got in _run_tensor_entries(loaded, batches).items()}
     checks: dict[str, str] = {}
     if spec.label_names:
@@ -146,6 +167,15 @@ def verify_task(saved_model_dir: str, config: BertConfig, checkpoint_path: str, 
     if tokenizer is not None:
         figures |= _TextChecks(loaded, spec, tokenizer, seq_length, failures, checks).run()
     return TaskVerificationReport(not failures, tolerance, figures, describe_batches(batches), checks, failures)
+
+
+def verify_task(saved_model_dir: str, config: BertConfig, checkpoint_path: str, spec: TaskSpec,
+                tokenizer: TokenizerSpec | None, seq_length: int | None,
+                tolerance: float = TOLERANCE) -> TaskVerificationReport:
+    """Compares the task export at `saved_model_dir` with the references (see the module's doc).
+    `tokenizer` None: the export has no text signatures."""
+    return check_task(saved_model_dir, compute_task_reference(config, checkpoint_path, spec), spec, tokenizer,
+                      seq_length, tolerance)
 
 
 class _TextChecks:
@@ -292,27 +322,59 @@ class _TextChecks:
         return figures
 
 
+class PendingTaskVerification:
+    """A fresh verifier process started before the save: it imports TensorFlow (and TF Text) and
+    computes the reference meanwhile. `finish(saved_model_dir)` returns the report; `cancel()`
+    stops it."""
+
+    def __init__(self, config: BertConfig, checkpoint_path: str, spec: TaskSpec, tokenizer: TokenizerSpec | None,
+                 seq_length: int | None, tolerance: float = TOLERANCE, alongside_export: bool = True):
+        self._process = VerifierProcess("export.verify.task", {
+            "config": config.to_json_dict(), "checkpoint_path": checkpoint_path, "spec": spec.to_json_dict(),
+            "tokenizer": dataclasses.asdict(tokenizer) if tokenizer else None, "seq_length": seq_length,
+            "tolerance": tolerance}, alongside_export)
+
+    def finish(self, saved_model_dir: str) -> TaskVerificationReport:
+        data = self._process.finish(saved_model_dir)
+        data.pop("summary")
+        data.pop("worst")
+        return TaskVerificationReport(**data)
+
+    @property
+    def phase_seconds(self) -> dict[str, float]:
+        return self._process.phase_seconds
+
+    def cancel(self) -> None:
+        self._process.cancel()
+
+
 def verify_task_in_fresh_process(saved_model_dir: str, config: BertConfig, checkpoint_path: str, spec: TaskSpec,
                                  tokenizer: TokenizerSpec | None, seq_length: int | None,
                                  tolerance: float = TOLERANCE) -> TaskVerificationReport:
     """`verify_task` in a new Python process; raises VerificationError if that fails to run."""
-    request = {"saved_model_dir": saved_model_dir, "config": config.to_json_dict(), "checkpoint_path": checkpoint_path,
-               "spec": spec.to_json_dict(), "tokenizer": dataclasses.asdict(tokenizer) if tokenizer else None,
-               "seq_length": seq_length, "tolerance": tolerance}
-    data = run_verifier_process("export.verify.task", [], stdin=json.dumps(request))
-    data.pop("summary")
-    data.pop("worst")
-    return TaskVerificationReport(**data)
+    pending = PendingTaskVerification(config, checkpoint_path, spec, tokenizer, seq_length, tolerance,
+                                      alongside_export=False)
+    try:
+        return pending.finish(saved_model_dir)
+    finally:
+        pending.cancel()
 
 
-def _main() -> int:
-    request = json.loads(sys.stdin.read())
+def _prepare(request: dict) -> tuple[dict, TaskReference]:
+    import tensorflow  # noqa: F401  (imported while the exporter still saves, off the critical path)
+
+    if request["tokenizer"]:
+        import tensorflow_text  # noqa: F401
     config = parse_bert_config(request["config"], "config")
+    return request, compute_task_reference(config, request["checkpoint_path"], TaskSpec.from_json_dict(request["spec"]))
+
+
+def _check(prepared: tuple[dict, TaskReference], saved_model_dir: str) -> TaskVerificationReport:
+    request, reference = prepared
     tokenizer = TokenizerSpec(**request["tokenizer"]) if request["tokenizer"] else None
-    return verifier_process_main(lambda: verify_task(
-        request["saved_model_dir"], config, request["checkpoint_path"], TaskSpec.from_json_dict(request["spec"]),
-        tokenizer, request["seq_length"], request["tolerance"]))
+    return check_task(saved_model_dir, reference, TaskSpec.from_json_dict(request["spec"]), tokenizer,
+                      request["seq_length"], request["tolerance"])
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(two_phase_verifier_main(_prepare, _check))
