@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import math
 import sys
 from typing import Callable
@@ -220,7 +219,6 @@ def compare_to_reference(results, reference, batches) -> dict[str, dict[str, flo
 class EncoderReference:
     """What the verifier computes before the SavedModel exists: the probe batches, and the numpy
     reference's outputs on them (a layer at a time; its working set is gone before the load)."""
-    config: BertConfig
     batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     positions: list[np.ndarray] | None
     outputs: list  # ReferenceOutputs, one per batch
@@ -235,7 +233,7 @@ def compute_encoder_reference(config: BertConfig, checkpoint_path: str, with_mlm
     positions = fixed_mlm_positions(batches) if with_mlm else None
     reader = open_checkpoint(checkpoint_path)
     check_checkpoint(reader, config, "config")  # also declares the weights the exporter initialised
-    return EncoderReference(config, batches, positions, reference_forward(config, reader.read, batches, positions))
+    return EncoderReference(batches, positions, reference_forward(config, reader.read, batches, positions))
 
 
 def check_saved_model(saved_model_dir: str, export_format: str, reference: EncoderReference,

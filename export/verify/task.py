@@ -21,7 +21,6 @@ handed over.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 import numpy as np
