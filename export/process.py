@@ -55,30 +55,40 @@ def run_verifier_process(module: str, args: list[str], stdin: str | None = None)
     """Runs `python -m <module> <args>` with the consumer's environment (a fresh process loads the
     SavedModel as a consumer would); returns the JSON report its last stdout line holds. A process
     that fails to run is a VerificationError naming its last stderr line."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, text=True,
+                          encoding="utf-8", env=_verifier_environment())
+    return _report_of(module, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _verifier_environment(**extra: str) -> dict[str, str]:
     env = environment_for_consumers()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, text=True,
-                          encoding="utf-8", env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise VerificationError(f"{module} process failed (exit {proc.returncode}): {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, value in extra.items():
+        env.setdefault(name, value)
+    return env
+
+
+def _report_of(module: str, returncode: int, stdout: str, stderr: str) -> dict:
+    """The JSON report on a verifier's last stdout line; a failed process is a VerificationError
+    naming its last stderr line."""
+    if returncode != 0:
+        tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise VerificationError(f"{module} process failed (exit {returncode}): {tail}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 class VerifierProcess:
     """A verifier started ahead of the SavedModel it checks (`python -m <module>`, the consumer's
     environment): it imports TensorFlow and computes its reference from `request` while the
-    exporter builds and saves, then waits for the directory (`finish`); `alongside_export` False
+    exporter builds and saves, then waits for the directory (`finish_json`); `alongside_export` False
     when nothing else runs meanwhile. Its stderr goes to a file, so that a chatty import cannot
     fill a pipe and stall it."""
 
     def __init__(self, module: str, request: dict, alongside_export: bool = True):
         self._module = module
         self.phase_seconds: dict[str, float] = {}  # the process's own timings, once finished
-        env = environment_for_consumers()
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if alongside_export:  # numpy's reference on one core, the exporter on the other (TF ignores it)
-            env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        # Alongside the export: numpy's reference on one core, the exporter on the other (TF ignores it).
+        env = _verifier_environment(**({"OPENBLAS_NUM_THREADS": "1"} if alongside_export else {}))
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         self._proc = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=self._stderr, text=True, encoding="utf-8", env=env)
@@ -88,17 +98,15 @@ class VerifierProcess:
         except BrokenPipeError:
             pass  # it failed already: finish() reports why
 
-    def finish(self, saved_model_dir: str) -> dict:
-        """Hands over the saved directory; returns the JSON report the process prints last. A
-        process that fails is a VerificationError naming its last stderr line."""
+    def finish_json(self, saved_model_dir: str) -> dict:
+        """Hands over the saved directory and waits; returns the JSON report the process prints
+        last (subclasses' `finish` turns it into their report). A process that fails is a
+        VerificationError naming its last stderr line."""
         out, _ = self._proc.communicate(json.dumps({"saved_model_dir": saved_model_dir}) + "\n")
         self._stderr.seek(0)
         err = self._stderr.read()
         self._stderr.close()
-        if self._proc.returncode != 0:
-            tail = (err.strip().splitlines() or ["(no output)"])[-1]
-            raise VerificationError(f"{self._module} process failed (exit {self._proc.returncode}): {tail}")
-        data = json.loads(out.strip().splitlines()[-1])
+        data = _report_of(self._module, self._proc.returncode, out, err)
         self.phase_seconds = data.pop(PHASES_KEY, {})
         return data
 

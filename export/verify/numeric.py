@@ -258,38 +258,28 @@ def verify_saved_model(saved_model_dir: str, export_format: str, config: BertCon
                                                                                        with_mlm), tolerance)
 
 
-class PendingVerification:
+class PendingVerification(VerifierProcess):
     """A fresh verifier process started before the save: it computes the reference meanwhile.
     `finish(saved_model_dir)` returns the report; `cancel()` stops it."""
 
     def __init__(self, export_format: str, config: BertConfig, checkpoint_path: str, tolerance: float = TOLERANCE,
                  with_mlm: bool = False, alongside_export: bool = True):
-        self._process = VerifierProcess("export.verify.numeric", {
+        super().__init__("export.verify.numeric", {
             "export_format": export_format, "config": config.to_json_dict(), "checkpoint_path": checkpoint_path,
             "tolerance": tolerance, "with_mlm": with_mlm}, alongside_export)
 
     def finish(self, saved_model_dir: str) -> VerificationReport:
-        data = self._process.finish(saved_model_dir)
+        data = self.finish_json(saved_model_dir)
         return VerificationReport(data["passed"], data["tolerance"], data["figures"], data["batches"],
                                   data["min_cosine"])
-
-    @property
-    def phase_seconds(self) -> dict[str, float]:
-        return self._process.phase_seconds
-
-    def cancel(self) -> None:
-        self._process.cancel()
 
 
 def verify_in_fresh_process(saved_model_dir: str, export_format: str, config: BertConfig,
                             checkpoint_path: str, tolerance: float = TOLERANCE,
                             with_mlm: bool = False) -> VerificationReport:
     """`verify_saved_model` in a new Python process; raises VerificationError if that fails to run."""
-    pending = PendingVerification(export_format, config, checkpoint_path, tolerance, with_mlm, alongside_export=False)
-    try:
-        return pending.finish(saved_model_dir)
-    finally:
-        pending.cancel()
+    return PendingVerification(export_format, config, checkpoint_path, tolerance, with_mlm,
+                               alongside_export=False).finish(saved_model_dir)
 
 
 def _prepare(request: dict) -> tuple[dict, EncoderReference]:

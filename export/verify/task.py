@@ -321,42 +321,31 @@ class _TextChecks:
         return figures
 
 
-class PendingTaskVerification:
+class PendingTaskVerification(VerifierProcess):
     """A fresh verifier process started before the save: it imports TensorFlow (and TF Text) and
     computes the reference meanwhile. `finish(saved_model_dir)` returns the report; `cancel()`
     stops it."""
 
     def __init__(self, config: BertConfig, checkpoint_path: str, spec: TaskSpec, tokenizer: TokenizerSpec | None,
                  seq_length: int | None, tolerance: float = TOLERANCE, alongside_export: bool = True):
-        self._process = VerifierProcess("export.verify.task", {
+        super().__init__("export.verify.task", {
             "config": config.to_json_dict(), "checkpoint_path": checkpoint_path, "spec": spec.to_json_dict(),
             "tokenizer": dataclasses.asdict(tokenizer) if tokenizer else None, "seq_length": seq_length,
             "tolerance": tolerance}, alongside_export)
 
     def finish(self, saved_model_dir: str) -> TaskVerificationReport:
-        data = self._process.finish(saved_model_dir)
+        data = self.finish_json(saved_model_dir)
         data.pop("summary")
         data.pop("worst")
         return TaskVerificationReport(**data)
-
-    @property
-    def phase_seconds(self) -> dict[str, float]:
-        return self._process.phase_seconds
-
-    def cancel(self) -> None:
-        self._process.cancel()
 
 
 def verify_task_in_fresh_process(saved_model_dir: str, config: BertConfig, checkpoint_path: str, spec: TaskSpec,
                                  tokenizer: TokenizerSpec | None, seq_length: int | None,
                                  tolerance: float = TOLERANCE) -> TaskVerificationReport:
     """`verify_task` in a new Python process; raises VerificationError if that fails to run."""
-    pending = PendingTaskVerification(config, checkpoint_path, spec, tokenizer, seq_length, tolerance,
-                                      alongside_export=False)
-    try:
-        return pending.finish(saved_model_dir)
-    finally:
-        pending.cancel()
+    return PendingTaskVerification(config, checkpoint_path, spec, tokenizer, seq_length, tolerance,
+                                   alongside_export=False).finish(saved_model_dir)
 
 
 def _prepare(request: dict) -> tuple[dict, TaskReference]:
