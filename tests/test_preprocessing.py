@@ -292,6 +292,60 @@ def test_round_robin_reference():
     assert reference.pack([[5, 6]], 2, 1, 2, 0) == ([1, 2], [1, 1], [0, 0])  # as tf-text: no room left
 
 
+def _random_segments(rng, rows: int, count: int, ragged_rank: int) -> tuple[list[tf.RaggedTensor], list[list[list[int]]]]:
+    """`count` segments of `rows` rows (0 to 11 tokens each, empty rows included), as ragged
+    tensors of `ragged_rank` (2: split into words of 1 to 3 pieces, as WordPiece's tokenize gives)
+    and as the flat id lists the reference packs."""
+    tensors, flat = [], []
+    for _ in range(count):
+        ids = [[int(i) for i in rng.integers(10, 1000, size=int(rng.integers(0, 12)))] for _ in range(rows)]
+        flat.append(ids)
+        if ragged_rank == 1:
+            tensors.append(tf.ragged.constant(ids, dtype=tf.int32, ragged_rank=1, inner_shape=()))
+            continue
+        words = []
+        for row in ids:
+            cuts = sorted(set(int(c) for c in rng.integers(1, max(len(row), 1) + 1, size=3)) | {len(row)})
+            words.append([row[a:b] for a, b in zip([0] + cuts[:-1], cuts) if b > a])
+        tensors.append(tf.ragged.constant(words, dtype=tf.int32, ragged_rank=2, inner_shape=()))
+    return tensors, flat
+
+
+def test_packing_matches_tf_models_and_the_reference():
+    """`Packing` (plain TF ops, what bert_pack_inputs and the task exports' text signatures run)
+    gives what tf-models' BertPackInputs layer (TF Text's RoundRobinTrimmer, combine_segments and
+    pad_model_inputs) and the Python reference give: one and two segments, ragged rank 1 and 2,
+    empty rows, and seq_length from too short for the special tokens up to no truncation; cut to
+    the longest row, it is the same packing up to that row's length."""
+    from official.nlp.modeling.layers import BertPackInputs
+
+    from export.build.preprocessing import pack_inputs
+
+    rng = np.random.default_rng(0)
+    names = ("input_word_ids", "input_mask", "input_type_ids")
+    truncated = 0
+    for trial in range(24):
+        rows, count, ragged_rank = int(rng.integers(1, 6)), 1 + trial % 2, 1 + (trial // 2) % 2
+        segments, flat = _random_segments(rng, rows, count, ragged_rank)
+        for seq_length in (1, 2, 3, 4, 5, 7, 10, 16, 40):
+            ours = {k: v.numpy() for k, v in pack_inputs(segments, seq_length, 1, 2, 0).items()}
+            tf_models = BertPackInputs(seq_length, start_of_sequence_id=1, end_of_segment_id=2, padding_id=0)(
+                [s.merge_dims(1, -1) if s.ragged_rank > 1 else s for s in segments])
+            cut = {k: v.numpy() for k, v in pack_inputs(segments, seq_length, 1, 2, 0, to_longest=True).items()}
+            longest = int(ours["input_mask"].sum(axis=1).max())
+            for name in names:
+                assert ours[name].dtype == np.int32 and ours[name].shape == (rows, seq_length), name
+                np.testing.assert_array_equal(ours[name], tf_models[name].numpy(), err_msg=f"{name} {seq_length}")
+                np.testing.assert_array_equal(cut[name], ours[name][:, :longest], err_msg=f"{name} cut")
+            for r in range(rows):
+                want = reference.pack([segment[r] for segment in flat], seq_length, 1, 2, 0)
+                assert tuple(ours[name][r].tolist() for name in names) == want, (seq_length, r)
+                truncated += sum(len(segment[r]) for segment in flat) + count + 1 > seq_length
+    assert truncated > 100  # most of the lengths above truncate
+    empty = tf.ragged.constant([], dtype=tf.int32, ragged_rank=1, inner_shape=())
+    assert pack_inputs([empty], 8, 1, 2, 0, to_longest=True)["input_word_ids"].shape == (0, 0)
+
+
 # ----------------------------------------------------------------------------------------------
 # e. The vocabulary is an asset the tokenizer reads at load time; no host path is saved
 

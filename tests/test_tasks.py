@@ -454,6 +454,12 @@ PLANTS = {
     "offsets_shifted": ("hf_qa", lambda mp: mp.setattr(
         preprocessing_module, "char_offsets",
         (lambda original: lambda *a: tuple(t + 1 for t in original(*a)))(preprocessing_module.char_offsets))),
+    # Round-robin truncation handing the odd slot to the second segment: only a pair that both
+    # segments overflow (the long text paired with itself) shows it.
+    "truncation_favours_the_second_segment": ("hf_sequence", lambda mp: mp.setattr(
+        preprocessing_module, "round_robin_kept",
+        (lambda original: lambda lengths, budget: original(lengths[:, ::-1], budget)[:, ::-1])(
+            preprocessing_module.round_robin_kept))),
     "text_segments_swapped": ("hf_sequence", lambda mp: mp.setattr(
         task_model_module.SequenceClassificationModel, "_classify",
         (lambda original: lambda self, segments: original(self, segments[::-1]))(

@@ -101,20 +101,12 @@ class TaskModel(_AutoTrackable):
         return signatures
 
     # Helpers of the text signatures.
-    def _pack(self, segments: list[tf.RaggedTensor]) -> dict[str, tf.Tensor]:
+    def _packing(self, segments: list[tf.RaggedTensor]):
         """The preprocessor's packing (truncation at seq_length), cut to the batch's longest row:
         the encoder ignores padding, so padding past it would be compute spent on nothing."""
-        from export.build.preprocessing import pack_inputs
+        from export.build.preprocessing import Packing
 
-        inputs = pack_inputs(segments, self._seq_length, *self._pack_ids)
-        longest = tf.reduce_max(tf.concat([[0], tf.reduce_sum(inputs["input_mask"], axis=1)], axis=0))
-        return {name: tf.slice(t, [0, 0], [-1, longest]) for name, t in inputs.items()}
-
-    def _pack_offsets(self, segments: list[tf.RaggedTensor], width: tf.Tensor) -> tf.Tensor:
-        """Per-token offsets, packed as `_pack` packs the same segments' ids."""
-        from export.build.preprocessing import pack_token_values
-
-        return tf.slice(pack_token_values(segments, self._seq_length), [0, 0], [-1, width])
+        return Packing(segments, self._seq_length, to_longest=True)
 
     def _label_of(self, logits: tf.Tensor) -> tf.Tensor:
         return tf.gather(tf.convert_to_tensor(self.label_names), tf.argmax(logits, axis=-1, output_type=tf.int32))
@@ -125,7 +117,7 @@ class SequenceClassificationModel(TaskModel):
     tensor outputs, plus `label` (string [B]) for a single-label classifier."""
 
     def _classify(self, segments):
-        inputs = self._pack(segments)
+        inputs = self._packing(segments).inputs(segments, *self._pack_ids)
         out = dict(self._infer(*(inputs[name] for name in INPUT_NAMES)))
         if self._spec.has_label_output:
             out["label"] = self._label_of(out["logits"])
@@ -145,10 +137,11 @@ class TokenClassificationModel(TaskModel):
 
     def _serve_text(self, text):
         tokens = self.tokenize.with_char_offsets(text)
-        inputs = self._pack([tokens["ids"]])
+        packing = self._packing([tokens["ids"]])
+        inputs = packing.inputs([tokens["ids"]], *self._pack_ids)
         out = dict(self._infer(*(inputs[name] for name in INPUT_NAMES)))
-        width = tf.shape(inputs["input_mask"])[1]
-        token_start, token_end = (self._pack_offsets([tokens[k]], width) for k in ("start", "end"))
+        # Offsets where their tokens are packed; -1 at [CLS], [SEP] and padding.
+        token_start, token_end = (packing.values([tokens[k]], -1, -1, -1) for k in ("start", "end"))
         out["labels"] = tf.where(token_start >= 0, self._label_of(out["logits"]), "")
         out["token_start"], out["token_end"] = token_start, token_end
         return out
@@ -185,11 +178,11 @@ class QuestionAnsweringModel(TaskModel):
     def _serve_text(self, question, context):
         asked = self.tokenize(question)
         passage = self.tokenize.with_char_offsets(context)
-        inputs = self._pack([asked, passage["ids"]])
+        packing = self._packing([asked, passage["ids"]])
+        inputs = packing.inputs([asked, passage["ids"]], *self._pack_ids)
         out = dict(self._infer(*(inputs[name] for name in INPUT_NAMES)))
         not_context = asked.with_flat_values(tf.fill(tf.shape(asked.flat_values), -1))
-        width = tf.shape(inputs["input_mask"])[1]
-        token_start, token_end = (self._pack_offsets([not_context, passage[k]], width) for k in ("start", "end"))
+        token_start, token_end = (packing.values([not_context, passage[k]], -1, -1, -1) for k in ("start", "end"))
         span = best_span(out["start_logits"], out["end_logits"], token_start, token_end,
                          self._spec.max_answer_length)
         length = tf.maximum(span["answer_end"] - span["answer_start"], 0)

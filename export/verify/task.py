@@ -15,13 +15,14 @@ exhaustive search), its text the context's own characters at its offsets.
 
 As for encoders (`numeric.py`), the exporter starts the process before it saves: the reference
 is computed meanwhile (`compute_task_reference`), and `check_task` runs once the directory is
-handed over.
+handed over. Its calls, tensor and text alike, run in one pool, two at a time (`run_calls`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Callable
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def _compare(spec: TaskSpec, got: list[dict[str, np.ndarray]], want: list[dict[s
     return figures
 
 
-def _run_tensor_entries(loaded, batches) -> dict[str, list[dict[str, np.ndarray]]]:
+def _tensor_entry_calls(loaded, batches) -> list[tuple[str, Callable[[], dict]]]:
     """`__call__` on every batch; `serve`, `serving_default` and `serve_int64`, which wrap the same
     graph (their wiring, and the int64 cast, is what they add), on the first: padded rows, two
     segments."""
@@ -117,7 +118,7 @@ def _run_tensor_entries(loaded, batches) -> dict[str, list[dict[str, np.ndarray]
             calls += [("serve", lambda feeds=feeds: _numpy(loaded.serve(feeds))),
                       ("serving_default", lambda feeds=feeds: _numpy(loaded.signatures["serving_default"](**feeds))),
                       ("serve_int64", lambda int64=int64: _numpy(loaded.signatures["serve_int64"](**int64)))]
-    return run_calls(calls)
+    return calls
 
 
 @dataclasses.dataclass
@@ -155,16 +156,20 @@ def check_task(saved_model_dir: str, reference: TaskReference, spec: TaskSpec, t
     batches = reference.batches
     masks = [mask for _, mask, _ in batches]
     loaded = tf.saved_model.load(saved_model_dir)
+    text = _TextChecks(loaded, spec, tokenizer, seq_length) if tokenizer is not None else None
+    # The tensor entries' and the text checks' calls in one pool, two at a time: seven functions
+    # run here for the first time, and their single-threaded preparation overlaps.
+    results = run_calls(_tensor_entry_calls(loaded, batches) + (text.calls() if text else []))
     failures: list[str] = []
-    figures = {entry: _compare(spec, got, reference.expected, masks, entry, tolerance, failures)
-               for entry, got in _run_tensor_entries(loaded, batches).items()}
+    figures = {entry: _compare(spec, results[entry], reference.expected, masks, entry, tolerance, failures)
+               for entry in TENSOR_ENTRIES if entry in results}
     checks: dict[str, str] = {}
     if spec.label_names:
         saved = [name.decode() for name in loaded.label_names.numpy()]
         if saved != list(spec.label_names):
             failures.append(f"label_names: saved {saved[:8]}, expected {list(spec.label_names)[:8]} (in id order)")
-    if tokenizer is not None:
-        figures |= _TextChecks(loaded, spec, tokenizer, seq_length, failures, checks).run()
+    if text:
+        figures |= text.check(results, failures, checks)
     return TaskVerificationReport(not failures, tolerance, figures, describe_batches(batches), checks, failures)
 
 
@@ -177,53 +182,97 @@ def verify_task(saved_model_dir: str, config: BertConfig, checkpoint_path: str, 
                       seq_length, tolerance)
 
 
-class _TextChecks:
-    """The text signatures against the Python tokenizer and packer and against serving_default."""
+@dataclasses.dataclass
+class _TextRequest:
+    """One text signature call of the checks: its inputs, and the reference's tokens and packing
+    of the same text."""
+    key: str  # the call's key in run_calls' results; its serving_default twin is key + " ids"
+    signature: str
+    texts: dict[str, list[str]]
+    ids: list[list[list[int]]]  # per segment, per row: the reference tokenizer's ids
+    arrays: tuple[np.ndarray, ...]  # the reference's packing, cut to the longest row
+    offsets_of: list[str] | None  # the texts whose character offsets the check needs (key + " offsets")
 
-    def __init__(self, loaded, spec: TaskSpec, tokenizer: TokenizerSpec, seq_length: int, failures: list[str],
-                 checks: dict[str, str]):
+
+class _TextChecks:
+    """The text signatures against the Python tokenizer and packer and against serving_default.
+    `calls()` lists what to run on the loaded model; `check(results, ...)` compares."""
+
+    def __init__(self, loaded, spec: TaskSpec, tokenizer: TokenizerSpec, seq_length: int):
         from export.verify import tokenization_reference as reference
 
-        self.loaded, self.spec, self.seq_length, self.failures, self.checks = loaded, spec, seq_length, failures, checks
+        self.loaded, self.spec, self.seq_length = loaded, spec, seq_length
         self.reference = reference
         self.tokenize = reference.reference_tokenizer(tokenizer.kind, tokenizer.path, tokenizer.do_lower_case)
-        special = reference.special_token_ids(tokenizer.kind, tokenizer.path)
-        self.special = special
-        self.pack_ids = (special["start_of_sequence_id"], special["end_of_segment_id"], special["padding_id"])
-        self.rows_checked = self.answered = 0
-
-    def run(self) -> dict[str, dict[str, float]]:
-        from export.verify.preprocessing import BUILTIN_SENTENCES
-
-        self._check_tokenize(list(BUILTIN_SENTENCES))
-        figures: dict[str, dict[str, float]] = {}
-        for batch, questions in zip(_TEXT_BATCHES, _QUESTIONS):
+        self.special = reference.special_token_ids(tokenizer.kind, tokenizer.path)
+        self.pack_ids = (self.special["start_of_sequence_id"], self.special["end_of_segment_id"],
+                         self.special["padding_id"])
+        self.requests: list[_TextRequest] = []
+        for b, (batch, questions) in enumerate(zip(_TEXT_BATCHES, _QUESTIONS)):
             rows = list(batch)
-            if self.spec.task == SEQUENCE_CLASSIFICATION:
+            if spec.task == SEQUENCE_CLASSIFICATION:
                 pairs = rows[::-1]
-                found = {"serve_text": self._classification("serve_text", {"text": rows}, [rows]),
-                         "serve_text_pair": self._classification(
-                             "serve_text_pair", {"text": rows, "text_pair": pairs}, [rows, pairs])}
-            elif self.spec.task == TOKEN_CLASSIFICATION:
-                found = {"serve_text": self._tagging(rows)}
+                self._request(f"serve_text#{b}", "serve_text", {"text": rows}, [rows])
+                self._request(f"serve_text_pair#{b}", "serve_text_pair", {"text": rows, "text_pair": pairs},
+                              [rows, pairs])
+            elif spec.task == TOKEN_CLASSIFICATION:
+                self._request(f"serve_text#{b}", "serve_text", {"text": rows}, [rows], offsets_of=rows)
             else:
-                found = {"serve_text": self._question_answering(list(questions), rows[::-1])}
-            for entry, outputs in found.items():
-                for name, value in outputs.items():
-                    figures.setdefault(entry, {})[name] = max(value, figures.get(entry, {}).get(name, 0.0))
+                contexts = rows[::-1]
+                self._request(f"serve_text#{b}", "serve_text", {"question": list(questions), "context": contexts},
+                              [list(questions), contexts], offsets_of=contexts)
+
+    def _request(self, key: str, signature: str, texts: dict[str, list[str]], segments: list[list[str]],
+                 offsets_of: list[str] | None = None) -> None:
+        ids, arrays = self._packed(segments)
+        self.requests.append(_TextRequest(key, signature, texts, ids, arrays, offsets_of))
+
+    def calls(self) -> list[tuple[str, Callable[[], object]]]:
+        import tensorflow as tf
+        from export.verify.preprocessing import BUILTIN_SENTENCES, check_tokenize_object
+
+        def check_tokenize():
+            mismatches: list[str] = []
+            counts = check_tokenize_object(self.loaded.tokenize, list(BUILTIN_SENTENCES), self.tokenize,
+                                           self.special, mismatches)
+            return counts, mismatches
+
+        calls: list[tuple[str, Callable[[], object]]] = [("tokenize", check_tokenize)]
+        for r in self.requests:
+            signature = self.loaded.signatures[r.signature]
+            feeds = {k: tf.constant(v) for k, v in r.texts.items()}
+            calls += [(r.key, lambda signature=signature, feeds=feeds: _numpy(signature(**feeds))),
+                      (r.key + " ids", lambda arrays=r.arrays: self._serving(arrays))]
+            if r.offsets_of is not None:
+                calls.append((r.key + " offsets", lambda texts=r.offsets_of: self._offsets(texts)))
+        return calls
+
+    def check(self, results: dict[str, list], failures: list[str],
+              checks: dict[str, str]) -> dict[str, dict[str, float]]:
+        counts, mismatches = results["tokenize"][0]
+        failures += mismatches
+        checks["token ids"] = ", ".join(counts) + " equal the reference tokenizer's"
+        figures: dict[str, dict[str, float]] = {}
+        rows_checked = answered = 0
+        for r in self.requests:
+            got = results[r.key][0]
+            found = _compare(self.spec, [got], results[r.key + " ids"], [r.arrays[1]], r.signature, TEXT_TOLERANCE,
+                             failures)
+            for name, value in found.items():
+                figures.setdefault(r.signature, {})[name] = max(value, figures.get(r.signature, {}).get(name, 0.0))
+            if self.spec.task == SEQUENCE_CLASSIFICATION:
+                self._check_label(r.signature, got, failures)
+            elif self.spec.task == TOKEN_CLASSIFICATION:
+                self._check_tagging(r, got, results[r.key + " offsets"][0], failures)
+            else:
+                answered += self._check_answers(r, got, results[r.key + " offsets"][0], failures)
+            rows_checked += len(r.arrays[0])
         if self.spec.task == TOKEN_CLASSIFICATION:
-            self.checks["labels and offsets"] = f"on {self.rows_checked} texts"
+            checks["labels and offsets"] = f"on {rows_checked} texts"
         elif self.spec.task == QUESTION_ANSWERING:
-            self.checks["answers"] = (f"the best span on {self.answered}/{self.rows_checked} rows (the others hold no "
-                                      "context token)")
+            checks["answers"] = (f"the best span on {answered}/{rows_checked} rows (the others hold no "
+                                 "context token)")
         return figures
-
-    # -- tokenization -----------------------------------------------------------------------
-    def _check_tokenize(self, sentences: list[str]) -> None:
-        from export.verify.preprocessing import check_tokenize_object
-
-        counts = check_tokenize_object(self.loaded.tokenize, sentences, self.tokenize, self.special, self.failures)
-        self.checks["token ids"] = ", ".join(counts) + " equal the reference tokenizer's"
 
     # -- helpers ----------------------------------------------------------------------------
     def _packed(self, segments: list[list[str]]) -> tuple[list[list[list[int]]], tuple[np.ndarray, ...]]:
@@ -242,83 +291,66 @@ class _TextChecks:
         feeds = {name: tf.constant(a) for name, a in zip(INPUT_NAMES, arrays)}
         return _numpy(self.loaded.signatures["serving_default"](**feeds))
 
-    def _signature(self, name: str, texts: dict[str, list[str]]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        return _numpy(self.loaded.signatures[name](**{k: tf.constant(v) for k, v in texts.items()}))
-
-    def _against_serving(self, name: str, got: dict, arrays) -> dict[str, float]:
-        return _compare(self.spec, [got], [self._serving(arrays)], [arrays[1]], name, TEXT_TOLERANCE, self.failures)
+    def _offsets(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        offsets = self.loaded.tokenize.with_char_offsets(np.array(texts, dtype=object))
+        return offsets["start"].to_list(), offsets["end"].to_list()
 
     def _labels_of(self, logits: np.ndarray) -> np.ndarray:
         return np.asarray(self.spec.label_names, dtype=object)[np.argmax(logits, axis=-1)]
 
     # -- per task ---------------------------------------------------------------------------
-    def _classification(self, name: str, texts: dict[str, list[str]], segments: list[list[str]]) -> dict[str, float]:
-        got = self._signature(name, texts)
-        _, arrays = self._packed(segments)
-        figures = self._against_serving(name, got, arrays)
+    def _check_label(self, name: str, got: dict, failures: list[str]) -> None:
         if self.spec.has_label_output:
             labels = [label.decode() for label in got["label"]]
             if labels != list(self._labels_of(got["logits"])):
-                self.failures.append(f"{name} label: {labels[:4]} are not the label names at the logits' argmax")
-        return figures
+                failures.append(f"{name} label: {labels[:4]} are not the label names at the logits' argmax")
 
-    def _tagging(self, texts: list[str]) -> dict[str, float]:
-        got = self._signature("serve_text", {"text": texts})
-        ids, arrays = self._packed([texts])
-        figures = self._against_serving("serve_text", got, arrays)
-        offsets = self.loaded.tokenize.with_char_offsets(np.array(texts, dtype=object))
-        starts, ends = offsets["start"].to_list(), offsets["end"].to_list()
-        for r, text in enumerate(texts):
-            kept = min(len(ids[0][r]), self.seq_length - 2)
-            where = np.zeros(arrays[0].shape[1], bool)
+    def _check_tagging(self, r: _TextRequest, got: dict, offsets, failures: list[str]) -> None:
+        starts, ends = offsets
+        for row, text in enumerate(r.offsets_of):
+            kept = min(len(r.ids[0][row]), self.seq_length - 2)
+            where = np.zeros(r.arrays[0].shape[1], bool)
             where[1:1 + kept] = True
-            labels = np.array([label.decode() for label in got["labels"][r]], dtype=object)
-            want = np.where(where, self._labels_of(got["logits"][r]), "")
+            labels = np.array([label.decode() for label in got["labels"][row]], dtype=object)
+            want = np.where(where, self._labels_of(got["logits"][row]), "")
             if not np.array_equal(labels, want):
-                self.failures.append(f"serve_text labels: row {r} {text[:40]!r}: {list(labels[:6])} are not the label "
-                                     f"names at the logits' argmax on its {kept} text tokens")
-            packed_offsets = (got["token_start"][r][where].tolist(), got["token_end"][r][where].tolist())
-            if packed_offsets != (starts[r][:kept], ends[r][:kept]) or (got["token_start"][r][~where] != -1).any():
-                self.failures.append(f"serve_text token_start/token_end: row {r} {text[:40]!r}: not the text tokens' "
-                                     "offsets at the packed positions (and -1 elsewhere)")
-        self.rows_checked += len(texts)
-        return figures
+                failures.append(f"serve_text labels: row {row} {text[:40]!r}: {list(labels[:6])} are not the label "
+                                f"names at the logits' argmax on its {kept} text tokens")
+            packed_offsets = (got["token_start"][row][where].tolist(), got["token_end"][row][where].tolist())
+            elsewhere = got["token_start"][row][~where]
+            if packed_offsets != (starts[row][:kept], ends[row][:kept]) or (elsewhere != -1).any():
+                failures.append(f"serve_text token_start/token_end: row {row} {text[:40]!r}: not the text tokens' "
+                                "offsets at the packed positions (and -1 elsewhere)")
 
-    def _question_answering(self, questions: list[str], contexts: list[str]) -> dict[str, float]:
+    def _check_answers(self, r: _TextRequest, got: dict, offsets, failures: list[str]) -> int:
+        """Checks each row's answer; returns how many rows had a context token to answer from."""
         from export.verify.head_reference import best_span
 
-        got = self._signature("serve_text", {"question": questions, "context": contexts})
-        ids, arrays = self._packed([questions, contexts])
-        figures = self._against_serving("serve_text", got, arrays)
-        offsets = self.loaded.tokenize.with_char_offsets(np.array(contexts, dtype=object))
-        starts, ends = offsets["start"].to_list(), offsets["end"].to_list()
+        starts, ends = offsets
         answered = 0
-        for r, context in enumerate(contexts):
-            q_kept, c_kept = self.reference.round_robin_lengths([len(ids[0][r]), len(ids[1][r])],
+        for row, context in enumerate(r.offsets_of):
+            q_kept, c_kept = self.reference.round_robin_lengths([len(r.ids[0][row]), len(r.ids[1][row])],
                                                                 self.seq_length - 3)
             first = q_kept + 2  # [CLS] question [SEP]
-            where = np.zeros(arrays[0].shape[1], bool)
+            where = np.zeros(r.arrays[0].shape[1], bool)
             where[first:first + c_kept] = True
-            span = best_span(got["start_logits"][r].astype(np.float64), got["end_logits"][r].astype(np.float64),
+            span = best_span(got["start_logits"][row].astype(np.float64), got["end_logits"][row].astype(np.float64),
                              where, self.spec.max_answer_length)
-            answer = got["answer"][r].decode()
-            start, end, score = int(got["answer_start"][r]), int(got["answer_end"][r]), float(got["answer_score"][r])
+            answer = got["answer"][row].decode()
+            start, end = int(got["answer_start"][row]), int(got["answer_end"][row])
+            score = float(got["answer_score"][row])
             if span is None:
                 ok = (start, end, answer) == (-1, -1, "")
             else:
                 i, j, best = span
-                want = (starts[r][i - first], ends[r][j - first])
+                want = (starts[row][i - first], ends[row][j - first])
                 ok = ((start, end) == want and answer == context[start:end]
                       and abs(score - best) <= 1e-4 * max(1.0, abs(best)))
                 answered += 1
             if not ok:
-                self.failures.append(f"serve_text answer: row {r}: {answer[:30]!r} at [{start}, {end}) score "
-                                     f"{score:.4g} is not the best span {span} of the context")
-        self.rows_checked += len(contexts)
-        self.answered += answered
-        return figures
+                failures.append(f"serve_text answer: row {row}: {answer[:30]!r} at [{start}, {end}) score "
+                                f"{score:.4g} is not the best span {span} of the context")
+        return answered
 
 
 class PendingTaskVerification(VerifierProcess):
