@@ -275,6 +275,7 @@ class Packing:
         width = tf.reduce_max(tf.concat([[0], total], axis=0)) if to_longest else seq_length
         self._positions = tf.range(width)[None, :]  # [1, width]
         self._kept, self._row_starts = kept, [first for _, first, _ in flats]
+        self._ids = [values for values, _, _ in flats]
         self.mask = tf.cast(self._positions < total[:, None], tf.int32)
         type_ids = tf.zeros_like(self.mask)
         for i in range(1, len(segments)):  # segment i and its end token: type id i
@@ -282,11 +283,19 @@ class Packing:
         self.type_ids = type_ids
 
     def values(self, segments: list[tf.RaggedTensor], start_value: int, end_value: int, pad_value: int) -> tf.Tensor:
-        """int32 [batch, width]: the segments' values at their packed positions (the segments must
-        have the row lengths this Packing was made from)."""
+        """int32 [batch, width]: per-token values of segments shaped as this Packing's, at their
+        tokens' packed positions."""
+        return self._lay_out([tf.cast(s.flat_values, tf.int32) for s in segments], start_value, end_value, pad_value)
+
+    def inputs(self, start_of_sequence_id: int, end_of_segment_id: int, padding_id: int) -> dict[str, tf.Tensor]:
+        """The encoder's three int32 inputs [batch, width] of this Packing's segments."""
+        word_ids = self._lay_out(self._ids, start_of_sequence_id, end_of_segment_id, padding_id)
+        return dict(zip(INPUT_NAMES, (word_ids, self.mask, self.type_ids)))
+
+    def _lay_out(self, flat_values: list[tf.Tensor], start_value: int, end_value: int, pad_value: int) -> tf.Tensor:
         packed = tf.where(self._positions == 0, start_value, pad_value) + tf.zeros_like(self.mask)
-        for i, segment in enumerate(segments):
-            flat = tf.concat([_flat_segment(segment)[0], [pad_value]], axis=0)  # never an empty gather
+        for i, values in enumerate(flat_values):
+            flat = tf.concat([values, [pad_value]], axis=0)  # never an empty gather
             first, kept = self._firsts[:, i:i + 1], self._kept[:, i:i + 1]
             inside = (self._positions >= first) & (self._positions < first + kept)
             index = tf.where(inside, self._row_starts[i][:, None] + self._positions - first, tf.shape(flat)[0] - 1)
@@ -294,19 +303,12 @@ class Packing:
             packed = tf.where(self._positions == first + kept, end_value, packed)
         return packed
 
-    def inputs(self, segments: list[tf.RaggedTensor], start_of_sequence_id: int, end_of_segment_id: int,
-               padding_id: int) -> dict[str, tf.Tensor]:
-        """The encoder's three int32 inputs [batch, width] of the segments' ids."""
-        word_ids = self.values(segments, start_of_sequence_id, end_of_segment_id, padding_id)
-        return dict(zip(INPUT_NAMES, (word_ids, self.mask, self.type_ids)))
-
 
 def pack_inputs(segments: list[tf.RaggedTensor], seq_length, start_of_sequence_id: int, end_of_segment_id: int,
                 padding_id: int, to_longest: bool = False) -> dict[str, tf.Tensor]:
     """tf-models' BertPackInputs.bert_pack_inputs with the round-robin trimmer: the encoder's three
     int32 inputs, [batch, seq_length] (with `to_longest`, cut to the longest packed row)."""
-    return Packing(segments, seq_length, to_longest).inputs(segments, start_of_sequence_id, end_of_segment_id,
-                                                            padding_id)
+    return Packing(segments, seq_length, to_longest).inputs(start_of_sequence_id, end_of_segment_id, padding_id)
 
 
 def packing_ids(special_ids: dict[str, int]) -> tuple[int, int, int]:

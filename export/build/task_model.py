@@ -117,7 +117,7 @@ class SequenceClassificationModel(TaskModel):
     tensor outputs, plus `label` (string [B]) for a single-label classifier."""
 
     def _classify(self, segments):
-        inputs = self._packing(segments).inputs(segments, *self._pack_ids)
+        inputs = self._packing(segments).inputs(*self._pack_ids)
         out = dict(self._infer(*(inputs[name] for name in INPUT_NAMES)))
         if self._spec.has_label_output:
             out["label"] = self._label_of(out["logits"])
@@ -138,7 +138,7 @@ class TokenClassificationModel(TaskModel):
     def _serve_text(self, text):
         tokens = self.tokenize.with_char_offsets(text)
         packing = self._packing([tokens["ids"]])
-        inputs = packing.inputs([tokens["ids"]], *self._pack_ids)
+        inputs = packing.inputs(*self._pack_ids)
         out = dict(self._infer(*(inputs[name] for name in INPUT_NAMES)))
         # Offsets where their tokens are packed; -1 at [CLS], [SEP] and padding.
         token_start, token_end = (packing.values([tokens[k]], -1, -1, -1) for k in ("start", "end"))
@@ -179,7 +179,7 @@ class QuestionAnsweringModel(TaskModel):
         asked = self.tokenize(question)
         passage = self.tokenize.with_char_offsets(context)
         packing = self._packing([asked, passage["ids"]])
-        inputs = packing.inputs([asked, passage["ids"]], *self._pack_ids)
+        inputs = packing.inputs(*self._pack_ids)
         out = dict(self._infer(*(inputs[name] for name in INPUT_NAMES)))
         not_context = asked.with_flat_values(tf.fill(tf.shape(asked.flat_values), -1))
         token_start, token_end = (packing.values([not_context, passage[k]], -1, -1, -1) for k in ("start", "end"))
