@@ -29,6 +29,19 @@ def test_peak_rss_is_summed_over_the_whole_process_tree():
     assert 1.4 < m.wall_seconds < 30
 
 
+def test_peak_rss_counts_a_child_that_another_thread_started():
+    """The sampler follows main threads' children between full scans of /proc; a child forked by
+    another thread (as a thread pool would) must still be counted."""
+    bench = _bench_module()
+    hold = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {_HOLD!r}])"
+    program = f"import threading; t = threading.Thread(target=exec, args=({hold!r},)); t.start(); t.join()"
+    m = bench.measure([[sys.executable, "-c", program]], dict(os.environ))
+    assert m.peak_tree_rss_bytes >= 300 * 2 ** 20
+
+
+_HOLD = "import time; x = bytearray(300 << 20); time.sleep(1.5)"
+
+
 def test_bench_smoke_tiny(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, BENCH, "--size=tiny", "--runs=1", "--latency_calls=3",
