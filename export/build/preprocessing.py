@@ -14,8 +14,8 @@ own BertTokenizer, which differs from FullTokenizer (ICU NFKC case folding inste
     (NFD, strip Mn, optional NFKC case folding, then the SentencePiece op).
 Packing is tf-models' `BertPackInputs` (round-robin trimming, [CLS] a [SEP] b [SEP], padding).
 
-Consumers must `import tensorflow_text` before loading the SavedModel: the tokenizer, trimmer and
-packing ops are tensorflow_text custom ops, registered only by that import.
+Consumers must `import tensorflow_text` before loading the SavedModel: the tokenizer ops are
+tensorflow_text custom ops, registered only by that import (packing is plain TensorFlow).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Callable
 
 import tensorflow as tf
 import tensorflow_text as text
+from tensorflow_text.python.ops.regex_split_ops import gen_regex_split_ops
 
 from export.errors import InputError
 from export.build.encoder import INPUT_NAMES
@@ -68,10 +69,19 @@ def wordpiece_normalize(sentences: tf.Tensor, do_lower_case: bool) -> tf.Tensor:
 def wordpiece_words(normalized: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor, tf.Tensor]:
     """FullTokenizer's BasicTokenizer split of normalized [batch] strings: [batch, (words)] words
     (a word over MAX_CHARS_PER_WORD becomes [UNK]), their byte offsets, and which were too long."""
-    words, starts, ends = text.regex_split_with_offsets(normalized, delim_regex_pattern=f" +|{PUNCTUATION_CHARS}",
-                                                        keep_delim_regex_pattern=PUNCTUATION_CHARS)
+    words, starts, ends = _regex_split_with_offsets(normalized, f" +|{PUNCTUATION_CHARS}", PUNCTUATION_CHARS)
     too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
     return words.with_flat_values(tf.where(too_long, UNKNOWN_TOKEN, words.flat_values)), starts, ends, too_long
+
+
+def _regex_split_with_offsets(sentences: tf.Tensor, delim: str,
+                              keep: str) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
+    """`text.regex_split_with_offsets` on [batch] strings, without its row-split validation: the op
+    makes well-formed splits, and each of its three validated RaggedTensors would put three
+    assertion conditionals (six functions) into every graph that tokenizes: 18 of a classifier's 38
+    functions, loaded and prepared for every text signature."""
+    pieces, starts, ends, splits = gen_regex_split_ops.regex_split_with_offsets(sentences, f"({delim})", f"({keep})")
+    return tuple(tf.RaggedTensor.from_row_splits(values, splits, validate=False) for values in (pieces, starts, ends))
 
 
 def sentencepiece_input(sentences: tf.Tensor, do_lower_case: bool) -> tf.Tensor:
