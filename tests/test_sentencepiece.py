@@ -102,3 +102,45 @@ def test_hugging_face_checkpoint_with_a_sentencepiece_model(sp_model, tmp_path):
         result = run_export(ExportOptions(None, directory, None, str(tmp_path / export_type), export_type=export_type))
         assert result.report.tokenizer["kind"] == "sentencepiece" and result.report.verification["passed"]
     assert result.report.config["vocab_size"] == 300  # the preprocessor checked the pieces against config.json
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_sentencepiece_offsets_map_the_librarys_pieces_back_to_the_text(lowercase, tmp_path):
+    """tokenize.with_char_offsets (a tagging or QA export's) against the `sentencepiece` library's
+    pieces and offsets in the normalised text, mapped back to code points here in Python
+    (each code point normalised alone, bisected per sentence), over tests/data/sentences.txt;
+    the batch also holds empty and leading-space sentences (the lone "▁" piece spans no byte)."""
+    import bisect
+    import itertools
+
+    import sentencepiece
+
+    from export.build.preprocessing import build_tokenize
+    from export.verify.tokenization_reference import sentencepiece_normalize
+    from export.vocab import TokenizerSpec
+
+    model = write_sentencepiece_model(tmp_path / "spiece.model", lowercase=lowercase)
+    tokenize, _, _ = build_tokenize(TokenizerSpec("sentencepiece", model, lowercase), with_offsets=True)
+    with open(os.path.join(os.path.dirname(__file__), "data", "sentences.txt"), encoding="utf-8") as f:
+        sentences = ["", " x", "  "] + [line.rstrip("\n") for line in f]
+    ours = tokenize.with_char_offsets(tf.constant(sentences))
+    processor = sentencepiece.SentencePieceProcessor(model_file=model)
+    mismatches, checked = [], 0
+    for i, sentence in enumerate(sentences):
+        produced = [len(sentencepiece_normalize(c, lowercase).encode()) for c in sentence]
+        normalized = sentencepiece_normalize(sentence, lowercase)
+        if sum(produced) != len(normalized.encode()):
+            continue  # normalisation is not per code point here; the graph's mapping assumes it is
+        ends_of_chars = list(itertools.accumulate(produced))
+        pieces = processor.encode(normalized, out_type="immutable_proto").pieces
+        # The library's Python offsets count code points of `normalized`; the graph's op, bytes.
+        spans = [(len(normalized[:p.begin].encode()), len(normalized[:p.end].encode())) for p in pieces]
+        want = [(p.id, bisect.bisect_right(ends_of_chars, begin), bisect.bisect_right(ends_of_chars, end - 1) + 1)
+                for p, (begin, end) in zip(pieces, spans)]
+        got = list(zip(*(ours[k][i].numpy().tolist() for k in ("ids", "start", "end"))))
+        checked += 1
+        if got != want:
+            at = next(k for k, (g, w) in enumerate(zip(got + [None], want + [None])) if g != w)
+            mismatches.append((sentence, at, got[max(at - 1, 0):at + 2], want[max(at - 1, 0):at + 2]))
+    assert checked >= len(sentences) - 5
+    assert mismatches == [], f"{len(mismatches)} of {checked} differ; first: {mismatches[0]}"
