@@ -108,8 +108,9 @@ def test_hugging_face_checkpoint_with_a_sentencepiece_model(sp_model, tmp_path):
 def test_sentencepiece_offsets_map_the_librarys_pieces_back_to_the_text(lowercase, tmp_path):
     """tokenize.with_char_offsets (a tagging or QA export's) against the `sentencepiece` library's
     pieces and offsets in the normalised text, mapped back to code points here in Python
-    (each code point normalised alone, bisected per sentence), over tests/data/sentences.txt;
-    the batch also holds empty and leading-space sentences (the lone "▁" piece spans no byte)."""
+    (each code point normalised alone, bisected per sentence), over tests/data/sentences.txt and
+    empty and leading-space sentences. A sentence's first piece is often a lone "▁" spanning no
+    byte: its end - 1 lies before the sentence."""
     import bisect
     import itertools
 
