@@ -97,17 +97,19 @@ def _with_batch_rows(tokens: tf.RaggedTensor, sentences: tf.Tensor) -> tf.Ragged
     return tf.RaggedTensor.from_row_splits(tokens.values, splits, validate=False)
 
 
-def _row_ids(splits: tf.Tensor, count) -> tf.Tensor:
-    """Each of `count` values' row, from the rows' `splits` (RaggedTensor.value_rowids, in three
-    ops instead of its ~70)."""
-    return tf.searchsorted(splits[1:], tf.range(count, dtype=splits.dtype), side="right", out_type=splits.dtype)
+def _row_ids(splits: tf.Tensor) -> tf.Tensor:
+    """The row of each value, from the rows' `splits` (RaggedTensor.value_rowids, in a few ops
+    instead of its ~70)."""
+    return tf.searchsorted(splits[1:], tf.range(splits[-1]), side="right", out_type=splits.dtype)
 
 
-def _merged(nested: tf.RaggedTensor, flat_values: tf.Tensor) -> tf.RaggedTensor:
-    """`flat_values` laid out as [batch, (words), (pieces)] `nested` merged to [batch, (pieces)]
-    (merge_dims(1, -1), without its validation's assertion conditionals)."""
-    return tf.RaggedTensor.from_row_splits(flat_values, tf.gather(nested.values.row_splits, nested.row_splits),
-                                           validate=False)
+def _flat_row_splits(ragged: tf.RaggedTensor) -> tf.Tensor:
+    """Each outer row's bounds in `ragged`'s flat values: the row splits of merge_dims(1, -1),
+    without its validation's assertion conditionals."""
+    splits = ragged.row_splits
+    for inner in ragged.nested_row_splits[1:]:  # a row's tokens: from its first word's first piece
+        splits = tf.gather(inner, splits)
+    return splits
 
 
 def char_offsets(sentences: tf.Tensor, normalize: Callable[[tf.Tensor], tf.Tensor], starts: tf.RaggedTensor,
@@ -126,7 +128,7 @@ def char_offsets(sentences: tf.Tensor, normalize: Callable[[tf.Tensor], tf.Tenso
     chars = tf.strings.unicode_split(sentences, "UTF-8")
     produced = tf.cast(tf.strings.length(normalize(chars.flat_values)), tf.int64)  # bytes, per code point
     running = tf.cumsum(produced)  # the batch's normalized bytes up to the end of each code point
-    sentence_of_token = _row_ids(starts.row_splits, tf.shape(starts.flat_values, out_type=tf.int64)[0])
+    sentence_of_token = _row_ids(starts.row_splits)
     first_char = tf.gather(chars.row_splits, sentence_of_token)
     before = tf.gather(tf.concat([[0], running], 0), first_char)  # the batch's bytes before the sentence
     chars_in = tf.gather(chars.row_lengths(), sentence_of_token)
@@ -207,16 +209,19 @@ class WordpieceTokenize(_Tokenize):
         spans the word)."""
         words, word_starts, word_ends, too_long = wordpiece_words(self._normalize(sentences))
         pieces, piece_starts, piece_ends = self._wordpiece.tokenize_with_offsets(words)
-        # pieces: [batch, (words), (pieces)]
-        word_of_piece = _row_ids(pieces.values.row_splits, tf.shape(pieces.flat_values, out_type=tf.int64)[0])
+        word_of_piece = _row_ids(pieces.values.row_splits)  # pieces: [batch, (words), (pieces)]
+        sentence_splits = _flat_row_splits(pieces)
+
+        def merged(flat_values):  # [batch, (pieces)]
+            return tf.RaggedTensor.from_row_splits(flat_values, sentence_splits, validate=False)
 
         def in_sentence(piece_offsets, word_bound):  # -> byte offsets in the normalized sentence
             inside = tf.gather(word_starts.flat_values, word_of_piece) + piece_offsets.flat_values
             whole = tf.gather(word_bound.flat_values, word_of_piece)
-            return _merged(pieces, tf.where(tf.gather(too_long, word_of_piece), whole, inside))
+            return merged(tf.where(tf.gather(too_long, word_of_piece), whole, inside))
         starts, ends = char_offsets(sentences, self._normalize, in_sentence(piece_starts, word_starts),
                                     in_sentence(piece_ends, word_ends))
-        ids = _with_batch_rows(_merged(pieces, tf.cast(pieces.flat_values, tf.int32)), sentences)
+        ids = _with_batch_rows(merged(tf.cast(pieces.flat_values, tf.int32)), sentences)
         return {"ids": ids, "start": _with_batch_rows(starts, sentences), "end": _with_batch_rows(ends, sentences)}
 
 
@@ -257,10 +262,7 @@ class SentencepieceTokenize(_Tokenize):
 def _flat_segment(segment: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """A [batch, (tokens)] or [batch, (words), (pieces)] segment as its int32 flat values, each
     row's first index into them, and each row's token count."""
-    splits = segment.row_splits
-    for inner in segment.nested_row_splits[1:]:  # a row's tokens: from its first word's first piece
-        splits = tf.gather(inner, splits)
-    splits = tf.cast(splits, tf.int32)
+    splits = tf.cast(_flat_row_splits(segment), tf.int32)
     return tf.cast(segment.flat_values, tf.int32), splits[:-1], splits[1:] - splits[:-1]
 
 
